@@ -1,0 +1,155 @@
+//! The command line, shaped after runc's: global flags, one subcommand per verb. Each verb
+//! is a short function over the `container` library; errors are printed here, on stderr
+//! and in the --log file (as runc's JSON lines when --log-format json, for containerd).
+
+mod args;
+mod log;
+
+pub use log::warn;
+
+use anyhow::{Context, Result, bail};
+use args::{Cli, Command};
+use clap::Parser;
+use std::io::Write;
+use std::path::PathBuf;
+
+mod lib {
+    pub use crate::container;
+    pub use crate::spec;
+    pub use crate::state::Store;
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 1 } else { 0 };
+        }
+    };
+    log::init(cli.log.as_deref(), &cli.log_format, cli.debug);
+    if cli.version {
+        print!("{}", args::version_text());
+        return 0;
+    }
+    match dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            log::error(&msg);
+            1
+        }
+    }
+}
+
+fn store(cli: &Cli) -> lib::Store {
+    lib::Store::new(&cli.root)
+}
+
+fn not_yet(verb: &str) -> Result<i32> {
+    bail!("{verb}: not implemented yet in tinyrt")
+}
+
+fn dispatch(cli: &Cli) -> Result<i32> {
+    let st = store(cli);
+    let Some(command) = &cli.command else {
+        bail!("no command given: see tinyrt --help");
+    };
+    match command {
+        Command::Create(a) => {
+            lib::container::create(&st, &a.opts()).with_context(|| format!("create {}", a.id))?;
+            Ok(0)
+        }
+        Command::Start(a) => {
+            lib::container::start(&st, &a.id)?;
+            Ok(0)
+        }
+        Command::Run(a) => Ok(lib::container::run(&st, &a.opts())?),
+        Command::State(a) => {
+            let v = lib::container::state(&st, &a.id)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        Command::Kill(a) => {
+            let sig = lib::container::parse_signal(a.signal.as_deref().unwrap_or("SIGTERM")).map_err(anyhow::Error::msg)?;
+            lib::container::kill(&st, &a.id, sig, a.all)?;
+            Ok(0)
+        }
+        Command::Delete(a) => {
+            for id in &a.ids {
+                lib::container::delete(&st, id, a.force)?;
+            }
+            Ok(0)
+        }
+        Command::List(a) => list(&st, a),
+        Command::Spec(a) => spec(a),
+        Command::Exec(_) => not_yet("exec"),
+        Command::Ps(_) => not_yet("ps"),
+        Command::Pause(_) => not_yet("pause"),
+        Command::Resume(_) => not_yet("resume"),
+        Command::Update(_) => not_yet("update"),
+        Command::Events(_) => not_yet("events"),
+        Command::Features => not_yet("features"),
+        Command::Checkpoint(_) => not_yet("checkpoint"),
+        Command::Restore(_) => not_yet("restore"),
+    }
+}
+
+fn list(st: &lib::Store, a: &args::ListArgs) -> Result<i32> {
+    let rows = lib::container::list(st)?;
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        for r in &rows {
+            writeln!(out, "{}", r["id"].as_str().unwrap_or(""))?;
+        }
+    } else if a.format == "json" {
+        writeln!(out, "{}", serde_json::to_string(&rows)?)?;
+    } else if a.format == "table" {
+        let cols = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"];
+        let keys = ["id", "pid", "status", "bundle", "created", "owner"];
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                keys.iter()
+                    .map(|k| match &r[*k] {
+                        serde_json::Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let widths: Vec<usize> = (0..cols.len())
+            .map(|i| cells.iter().map(|c| c[i].len()).chain([cols[i].len()]).max().unwrap_or(0))
+            .collect();
+        let line = |vals: Vec<&str>| {
+            vals.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    if i + 1 == vals.len() {
+                        v.to_string()
+                    } else {
+                        format!("{v:<w$}   ", w = widths[i])
+                    }
+                })
+                .collect::<String>()
+        };
+        writeln!(out, "{}", line(cols.to_vec()))?;
+        for c in &cells {
+            writeln!(out, "{}", line(c.iter().map(String::as_str).collect()))?;
+        }
+    } else {
+        bail!("--format: invalid value {:?} (table or json)", a.format);
+    }
+    Ok(0)
+}
+
+fn spec(a: &args::SpecArgs) -> Result<i32> {
+    let dir = a.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
+    let path = dir.join("config.json");
+    if path.exists() {
+        bail!("File {} exists. Remove it first", path.display());
+    }
+    let v = lib::spec::default_spec(a.rootless, nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+    Ok(0)
+}

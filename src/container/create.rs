@@ -1,0 +1,129 @@
+//! `create`: validate the bundle, record intent, launch the init, run the create-time hooks,
+//! and return once the container waits for `start`. Any failure removes what was made.
+
+use super::{Error, Result, hook_state};
+use crate::hooks;
+use crate::linux::namespaces::NsPlan;
+use crate::process::channel::Msg;
+use crate::process::{self, InitConfig, Launch};
+use crate::spec::{self, Bundle};
+use crate::state::{ContainerDir, State, Status, Store, rfc3339, write_atomic};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: u32,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    /// `run` in the foreground owns the stdio: no console socket needed then.
+    pub detached: bool,
+}
+
+/// Create the container; returns the pid of its init.
+pub fn create(store: &Store, o: &CreateOpts) -> Result<i32> {
+    crate::state::check_id(&o.id)?;
+    let bundle = spec::load_bundle(&o.bundle)?;
+    let console = connect_console(&bundle, o)?;
+    let dir = store.create(&o.id)?;
+    match create_in(&dir, &bundle, o, console) {
+        Ok(pid) => Ok(pid),
+        Err(e) => {
+            let _ = dir.remove();
+            Err(e)
+        }
+    }
+}
+
+fn connect_console(bundle: &Bundle, o: &CreateOpts) -> Result<Option<OwnedFd>> {
+    let terminal = bundle.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    match (&o.console_socket, terminal) {
+        (Some(path), true) => {
+            let s = std::os::unix::net::UnixStream::connect(path)
+                .map_err(|e| Error::Usage(format!("--console-socket {}: {e}", path.display())))?;
+            Ok(Some(OwnedFd::from(s)))
+        }
+        (None, true) if o.detached => Err(Error::Usage("process.terminal is true: --console-socket is required".into())),
+        (None, true) => Err(Error::Usage(
+            "process.terminal is true: tinyrt run needs --console-socket for a terminal".into(),
+        )),
+        (Some(_), false) => Err(Error::Usage("--console-socket given but process.terminal is false".into())),
+        (None, false) => Ok(None),
+    }
+}
+
+fn create_in(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Option<OwnedFd>) -> Result<i32> {
+    let mut state = State {
+        oci_version: bundle.spec.version().clone(),
+        id: o.id.clone(),
+        status: Status::Creating,
+        pid: None,
+        pid_start: None,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: rfc3339(std::time::SystemTime::now()),
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+    };
+    // Intent first: a crash from here on leaves a dir that `delete --force` understands.
+    dir.write_state(&state)?;
+    dir.write_file("config.json", &serde_json::to_vec(&bundle.spec).expect("spec serializes"))?;
+    let fifo = dir.path().join("exec.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| crate::linux::SysError {
+        what: format!("mkfifo {}", fifo.display()),
+        errno: e,
+    })?;
+
+    // Become the reaper of the container's init so a failure can reap it (and `run` can wait).
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let cfg = InitConfig {
+        bundle,
+        ns: NsPlan::from_linux(bundle.spec.linux().as_ref()),
+        fifo,
+        console,
+        preserve_fds: o.preserve_fds,
+        no_pivot: o.no_pivot,
+        no_new_keyring: o.no_new_keyring,
+    };
+    let launch = process::launch(&cfg)?;
+    match finish(dir, &cfg, &launch, &mut state, o) {
+        Ok(()) => Ok(launch.pid),
+        Err(e) => {
+            launch.abort();
+            Err(e)
+        }
+    }
+}
+
+fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut State, o: &CreateOpts) -> Result<()> {
+    state.pid = Some(launch.pid);
+    state.pid_start = crate::linux::proc::stat(launch.pid).map(|(_, t)| t);
+    dir.write_state(state)?;
+    let hstate = hook_state(state, "creating");
+    launch.chan.send(&Msg::Proceed { state: hstate.clone() })?;
+    if cfg.has_create_hooks() {
+        launch.chan.expect(Msg::RunCreateHooks)?;
+        if let Some(h) = cfg.bundle.spec.hooks() {
+            hooks::run_all("prestart", h.prestart().as_deref().unwrap_or(&[]), &hstate)?;
+            hooks::run_all("createRuntime", h.create_runtime().as_deref().unwrap_or(&[]), &hstate)?;
+        }
+        launch.chan.send(&Msg::CreateHooksDone)?;
+    }
+    launch.chan.expect(Msg::Ready)?;
+    state.status = Status::Created;
+    dir.write_state(state)?;
+    if let Some(p) = &o.pid_file {
+        write_pid_file(p, launch.pid)?;
+    }
+    Ok(())
+}
+
+/// The pid file, replaced atomically (engines poll for it).
+pub(super) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = std::path::absolute(path).map_err(|e| Error::Usage(format!("--pid-file {}: {e}", path.display())))?;
+    write_atomic(&path, pid.to_string().as_bytes(), 0o644)?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! tinyrt library: the layers are
+//! `cli` -> `container` (lifecycle, one file per verb) -> {`process`, `linux`, `hooks`, `state`, `spec`}.
+//! Nothing below `cli` knows about clap; `linux` knows nothing of the lifecycle.
+
+pub mod cli;
+pub mod container;
+pub mod hooks;
+pub mod linux;
+pub mod process;
+pub mod spec;
+pub mod state;

@@ -1,0 +1,258 @@
+//! The container's init, step by step: from a forked copy of tinyrt to the user's program.
+//! Until `Ready` every failure goes back over the channel; after it (waiting for `start`),
+//! failures are written into the exec fifo, where `start` reads them.
+
+use super::channel::{Channel, Msg};
+use super::{InitConfig, ProcessError, child_fail};
+use crate::hooks;
+use crate::linux::caps::{self, CapSets};
+use crate::linux::namespaces::clone_flag;
+use crate::linux::rootfs::{self, RootfsCtx};
+use crate::linux::{Ctx, fds, tty, user};
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{LinuxNamespaceType as T, Process};
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub fn run(cfg: &InitConfig, chan: &Channel) -> ! {
+    match setup(cfg, chan) {
+        Ok((fifo, exe, state)) => wait_and_exec(cfg, fifo, exe, &state),
+        Err(e) => child_fail(chan, e),
+    }
+}
+
+/// Everything up to `Ready`. Returns the O_PATH fd of the exec fifo and the program to run.
+fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), ProcessError> {
+    // Nobody in the container may open /proc/<init>/exe (the runtime binary) while we set up.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let spec = &cfg.bundle.spec;
+    let process = spec.process().as_ref().expect("validated: process present");
+    let Msg::Proceed { state } = chan.recv()? else {
+        return Err(crate::linux::invalid("unexpected message from the parent (wanted Proceed)").into());
+    };
+    if cfg.ns.creates(T::Cgroup) {
+        nix::sched::unshare(clone_flag(T::Cgroup)).ctx(|| "linux.namespaces (cgroup): unshare")?;
+    }
+    nix::unistd::setsid().ctx(|| "setsid")?;
+    if !cfg.no_new_keyring {
+        join_session_keyring(&cfg.bundle.spec)?;
+    }
+    let fifo = open(&cfg.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ctx(|| format!("opening {}", cfg.fifo.display()))?;
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).ctx(|| format!("process.oomScoreAdj: writing {adj}"))?;
+    }
+
+    let cx = RootfsCtx {
+        spec,
+        rootfs: &cfg.bundle.rootfs,
+        bundle: &cfg.bundle.dir,
+        userns: cfg.ns.has(T::User),
+        cgroupns: cfg.ns.has(T::Cgroup),
+    };
+    let _root = rootfs::prepare(&cx)?;
+
+    if cfg.has_create_hooks() {
+        chan.send(&Msg::RunCreateHooks)?;
+        chan.expect(Msg::CreateHooksDone)?;
+        if let Some(h) = spec.hooks().as_ref().and_then(|h| h.create_container().as_ref()) {
+            hooks::run_all("createContainer", h, &state).map_err(|e| hook_err(&e))?;
+        }
+    }
+    drop(_root);
+    rootfs::pivot(&cfg.bundle.rootfs, cfg.no_pivot)?;
+
+    if process.terminal().unwrap_or(false) {
+        setup_terminal(cfg, process)?;
+    }
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).ctx(|| "hostname: sethostname")?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|h| !h.is_empty())
+        && unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0
+    {
+        return Err(nix::errno::Errno::last())
+            .ctx(|| "domainname: setdomainname")
+            .map_err(Into::into);
+    }
+    for (k, v) in spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        std::fs::write(&path, v).ctx(|| format!("linux.sysctl.{k}: writing {path}"))?;
+    }
+    rootfs::finish(spec)?;
+
+    crate::linux::rlimits::apply(process.rlimits().as_deref().unwrap_or(&[]))?;
+    let sets = CapSets::from_spec(process.capabilities().as_ref())?;
+    caps::drop_bounding(&sets)?;
+    let allow_setgroups = true;
+    user::switch(process.user(), allow_setgroups)?;
+    caps::apply(&sets)?;
+    if process.no_new_privileges().unwrap_or(false) {
+        nix::sys::prctl::set_no_new_privs().ctx(|| "process.noNewPrivileges")?;
+    }
+    nix::unistd::chdir(process.cwd()).ctx(|| format!("process.cwd: chdir {}", process.cwd().display()))?;
+    let exe = Exe::resolve(process)?;
+
+    for fd in 3..3 + cfg.preserve_fds as i32 {
+        fds::keep(fd);
+    }
+    fds::cloexec_from(3 + cfg.preserve_fds)?;
+    chan.send(&Msg::Ready)?;
+    Ok((fifo, exe, state))
+}
+
+/// A new session keyring, so the container does not share the caller's keys (as runc).
+fn join_session_keyring(spec: &oci_spec::runtime::Spec) -> Result<(), ProcessError> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let name = std::ffi::CString::new(format!("_ses.{}", spec.hostname().as_deref().unwrap_or("tinyrt"))).unwrap_or_default();
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    match nix::errno::Errno::last() {
+        // No keyring support in this kernel, or no quota left: runc carries on too.
+        _ if r >= 0 => Ok(()),
+        nix::errno::Errno::ENOSYS | nix::errno::Errno::EDQUOT => Ok(()),
+        e => Err(crate::linux::SysError {
+            what: "joining a new session keyring".into(),
+            errno: e,
+        }
+        .into()),
+    }
+}
+
+fn hook_err(e: &hooks::HookError) -> ProcessError {
+    ProcessError::Sys(crate::linux::SysError {
+        what: e.to_string(),
+        errno: nix::errno::Errno::EIO,
+    })
+}
+
+fn setup_terminal(cfg: &InitConfig, process: &Process) -> Result<(), ProcessError> {
+    let Some(sock) = &cfg.console else {
+        return Err(crate::linux::invalid("process.terminal is set but no --console-socket was given").into());
+    };
+    let pty = tty::open_pty()?;
+    if let Some(sz) = process.console_size() {
+        tty::set_size(&pty.master, sz.height() as u16, sz.width() as u16)?;
+    }
+    // /dev/console is the container's terminal, as in runc.
+    let dev = open("/dev", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).ctx(|| "opening /dev")?;
+    let console = crate::linux::fs::resolve_create(&dev, Path::new("console"), crate::linux::fs::Make::File, 0o600)?;
+    nix::mount::mount(
+        Some(pty.slave_path.as_str()),
+        crate::linux::fs::fd_path(&console).as_str(),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx(|| "binding the pty onto /dev/console")?;
+    tty::send_fd(sock.as_raw_fd(), pty.master.as_raw_fd(), &pty.slave_path)?;
+    tty::make_controlling(&pty.slave)?;
+    Ok(())
+}
+
+/// The program to exec: resolved path, argv, envp.
+struct Exe {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+fn cstr(s: &str, field: &str) -> Result<CString, ProcessError> {
+    CString::new(s).map_err(|_| crate::linux::invalid(format!("{field}: contains a NUL byte")).into())
+}
+
+impl Exe {
+    fn resolve(p: &Process) -> Result<Exe, ProcessError> {
+        let args = p.args().as_deref().unwrap_or(&[]);
+        let mut env: Vec<String> = p.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", user::home_of(p.user().uid())));
+        }
+        let path_var = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        let path = find_program(&args[0], path_var)?;
+        refuse_runtime_binary(&path)?;
+        Ok(Exe {
+            path: CString::new(path.as_os_str().as_bytes()).map_err(|_| crate::linux::invalid("process.args[0]: NUL byte"))?,
+            argv: args.iter().map(|a| cstr(a, "process.args")).collect::<Result<_, _>>()?,
+            envp: env.iter().map(|e| cstr(e, "process.env")).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Look `prog` up as execvp would, with the container's PATH.
+fn find_program(prog: &str, path_var: &str) -> Result<PathBuf, ProcessError> {
+    let executable = |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && !p.is_dir();
+    if prog.contains('/') {
+        let p = PathBuf::from(prog);
+        if executable(&p) {
+            return Ok(p);
+        }
+        let errno = nix::unistd::access(p.as_path(), nix::unistd::AccessFlags::X_OK)
+            .err()
+            .unwrap_or(nix::errno::Errno::EACCES);
+        return Err(crate::linux::SysError {
+            what: format!("process.args[0]: exec {prog:?}"),
+            errno,
+        }
+        .into());
+    }
+    for dir in path_var.split(':') {
+        let p = Path::new(if dir.is_empty() { "." } else { dir }).join(prog);
+        if executable(&p) {
+            return Ok(p);
+        }
+    }
+    Err(crate::linux::SysError {
+        what: format!("process.args[0]: exec {prog:?}: executable file not found in $PATH"),
+        errno: nix::errno::Errno::ENOENT,
+    }
+    .into())
+}
+
+/// A program that is the runtime binary itself (say through /proc/self/exe) would give the
+/// container a handle on the host's tinyrt (runc CVE-2019-5736): refuse it.
+fn refuse_runtime_binary(path: &Path) -> Result<(), ProcessError> {
+    let (Ok(a), Ok(b)) = (nix::sys::stat::stat(path), nix::sys::stat::stat("/proc/self/exe")) else {
+        return Ok(());
+    };
+    if a.st_dev == b.st_dev && a.st_ino == b.st_ino {
+        return Err(crate::linux::invalid(format!("process.args[0]: {} is the runtime binary", path.display())).into());
+    }
+    Ok(())
+}
+
+/// Block until `start` opens the fifo, run startContainer hooks, exec. A failure from here on
+/// is written into the fifo for `start` to print.
+fn wait_and_exec(cfg: &InitConfig, fifo: OwnedFd, exe: Exe, state: &str) -> ! {
+    let w = loop {
+        match open(
+            format!("/proc/self/fd/{}", fifo.as_raw_fd()).as_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(fd) => break fd,
+            Err(_) => unsafe { libc::_exit(126) },
+        }
+    };
+    drop(fifo);
+    let mut w = std::fs::File::from(w);
+    let _ = w.write_all(b"0");
+    if let Some(h) = cfg.bundle.spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()) {
+        let state = state.replacen("\"status\":\"creating\"", "\"status\":\"created\"", 1);
+        if let Err(e) = hooks::run_all("startContainer", h, &state) {
+            let _ = write!(w, "{e}");
+            unsafe { libc::_exit(1) }
+        }
+    }
+    let argv: Vec<&std::ffi::CStr> = exe.argv.iter().map(|c| c.as_c_str()).collect();
+    let envp: Vec<&std::ffi::CStr> = exe.envp.iter().map(|c| c.as_c_str()).collect();
+    let err = nix::unistd::execve(&exe.path, &argv, &envp).unwrap_err();
+    let _ = write!(w, "process.args[0]: exec {:?}: {err}", exe.path);
+    unsafe { libc::_exit(127) }
+}

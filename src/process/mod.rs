@@ -1,0 +1,171 @@
+//! The process model. `tinyrt create` (the parent) forks an intermediate process that
+//! enters the namespaces given by path, creates the user namespace (the parent writes its
+//! id maps), unshares the other namespaces and forks the container's init, which becomes
+//! PID 1 of a new pid namespace. Parent and children talk over one socketpair with typed
+//! messages ([`channel::Msg`]); every failure in a child travels back as `Msg::Error` and
+//! is printed by the parent. Forks happen only from single-threaded processes.
+
+pub mod channel;
+pub mod init;
+
+use crate::linux::namespaces::{NsPlan, write_id_maps, write_time_offsets};
+use crate::linux::{Ctx, SysError};
+use crate::spec::Bundle;
+use channel::{Channel, ChannelError, Msg};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+}
+
+/// What the container's first process needs; the children see it through fork.
+pub struct InitConfig<'a> {
+    pub bundle: &'a Bundle,
+    pub ns: NsPlan,
+    /// The exec fifo `start` opens to release the container.
+    pub fifo: PathBuf,
+    /// Connected --console-socket, when process.terminal is set.
+    pub console: Option<OwnedFd>,
+    pub preserve_fds: u32,
+    pub no_pivot: bool,
+    /// Keep the caller's session keyring instead of a new one (--no-new-keyring).
+    pub no_new_keyring: bool,
+}
+
+impl InitConfig<'_> {
+    /// Whether init stops before pivot_root for prestart/createRuntime hooks.
+    pub fn has_create_hooks(&self) -> bool {
+        self.bundle.spec.hooks().as_ref().is_some_and(|h| {
+            [h.prestart(), h.create_runtime(), h.create_container()]
+                .iter()
+                .any(|l| l.as_ref().is_some_and(|v| !v.is_empty()))
+        })
+    }
+}
+
+/// A container init that exists and waits for the parent's next message.
+pub struct Launch {
+    pub chan: Channel,
+    pub pid: i32,
+}
+
+impl Launch {
+    /// Kill the half-made container (used when create fails after the fork).
+    pub fn abort(&self) {
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        // The caller is a subreaper: init was reparented to us when the intermediate exited.
+        let _ = waitpid(Pid::from_raw(self.pid), None);
+    }
+}
+
+/// Fork the intermediate process and return once the container's init exists.
+pub fn launch(cfg: &InitConfig) -> Result<Launch, ProcessError> {
+    let (parent, child) = Channel::pair()?;
+    match unsafe { fork() }.ctx(|| "fork")? {
+        ForkResult::Child => {
+            drop(parent);
+            let mut keep = vec![child.as_raw_fd()];
+            keep.extend(cfg.console.as_ref().map(|c| c.as_raw_fd()));
+            crate::linux::fds::close_from_except(3 + cfg.preserve_fds as i32, &keep);
+            intermediate(cfg, child)
+        }
+        ForkResult::Parent { child: mid } => {
+            drop(child);
+            let res = drive_intermediate(cfg, &parent, mid.as_raw());
+            let _ = waitpid(mid, None);
+            match res {
+                Ok(pid) => Ok(Launch { chan: parent, pid }),
+                Err(e) => {
+                    let _ = kill(mid, Signal::SIGKILL);
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+fn drive_intermediate(cfg: &InitConfig, chan: &Channel, mid: i32) -> Result<i32, ProcessError> {
+    loop {
+        match chan.recv()? {
+            Msg::UserNsReady => {
+                let linux = cfg.bundle.spec.linux().as_ref().expect("a user namespace implies a linux section");
+                write_id_maps(mid, linux)?;
+                chan.send(&Msg::MapsWritten)?;
+            }
+            Msg::InitPid(pid) => return Ok(pid),
+            other => {
+                return Err(ChannelError::Unexpected {
+                    got: format!("{other:?}"),
+                    want: "InitPid",
+                }
+                .into());
+            }
+        }
+    }
+}
+
+/// Report a child's failure to the parent and exit.
+pub(crate) fn child_fail(chan: &Channel, e: ProcessError) -> ! {
+    let msg = match e {
+        ProcessError::Sys(s) => Msg::Error {
+            what: s.what,
+            errno: s.errno as i32,
+        },
+        ProcessError::Channel(c) => Msg::Error {
+            what: c.to_string(),
+            errno: 0,
+        },
+    };
+    let _ = chan.send(&msg);
+    unsafe { libc::_exit(1) }
+}
+
+fn intermediate(cfg: &InitConfig, chan: Channel) -> ! {
+    match intermediate_steps(cfg, &chan) {
+        Ok(init_pid) => {
+            let _ = chan.send(&Msg::InitPid(init_pid));
+            unsafe { libc::_exit(0) }
+        }
+        Err(e) => child_fail(&chan, e),
+    }
+}
+
+fn intermediate_steps(cfg: &InitConfig, chan: &Channel) -> Result<i32, ProcessError> {
+    // `run` blocks signals to wait for them; the container starts with none blocked.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    crate::linux::namespaces::join_all(&cfg.ns)?;
+    if cfg.ns.new.contains(CloneFlags::CLONE_NEWUSER) {
+        nix::sched::unshare(CloneFlags::CLONE_NEWUSER).ctx(|| "linux.namespaces (user): unshare")?;
+        chan.send(&Msg::UserNsReady)?;
+        chan.expect(Msg::MapsWritten)?;
+        let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+        nix::unistd::setresgid(root.0, root.0, root.0).ctx(|| "setresgid 0 in the user namespace (is 0 mapped in linux.gidMappings?)")?;
+        nix::unistd::setresuid(root.1, root.1, root.1).ctx(|| "setresuid 0 in the user namespace (is 0 mapped in linux.uidMappings?)")?;
+    }
+    let rest = cfg.ns.new & !(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWCGROUP);
+    if !rest.is_empty() {
+        nix::sched::unshare(rest).ctx(|| format!("unsharing namespaces {rest:?}"))?;
+    }
+    if rest.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+        && let Some(linux) = cfg.bundle.spec.linux()
+    {
+        write_time_offsets(linux)?;
+    }
+    match unsafe { fork() }.ctx(|| "fork of the container init")? {
+        ForkResult::Child => init::run(cfg, chan),
+        ForkResult::Parent { child } => Ok(child.as_raw()),
+    }
+}
