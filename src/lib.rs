@@ -2,6 +2,7 @@
 //! `cli` -> `container` (lifecycle, one file per verb) -> {`process`, `linux`, `hooks`, `state`, `spec`}.
 //! Nothing below `cli` knows about clap; `linux` knows nothing of the lifecycle.
 
+pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod hooks;

@@ -131,6 +131,7 @@ impl CommonCreate {
             no_pivot: self.no_pivot,
             no_new_keyring: self.no_new_keyring,
             detached,
+            systemd_cgroup: false,
         }
     }
 }

@@ -57,14 +57,20 @@ fn dispatch(cli: &Cli) -> Result<i32> {
     };
     match command {
         Command::Create(a) => {
-            lib::container::create(&st, &a.opts()).with_context(|| format!("create {}", a.id))?;
+            let mut o = a.opts();
+            o.systemd_cgroup = cli.systemd_cgroup;
+            lib::container::create(&st, &o).with_context(|| format!("create {}", a.id))?;
             Ok(0)
         }
         Command::Start(a) => {
             lib::container::start(&st, &a.id)?;
             Ok(0)
         }
-        Command::Run(a) => Ok(lib::container::run(&st, &a.opts())?),
+        Command::Run(a) => {
+            let mut o = a.opts();
+            o.create.systemd_cgroup = cli.systemd_cgroup;
+            Ok(lib::container::run(&st, &o)?)
+        }
         Command::State(a) => {
             let v = lib::container::state(&st, &a.id)?;
             println!("{}", serde_json::to_string_pretty(&v)?);

@@ -2,6 +2,7 @@
 //! and return once the container waits for `start`. Any failure removes what was made.
 
 use super::{Error, Result, hook_state};
+use crate::cgroups;
 use crate::hooks;
 use crate::linux::namespaces::NsPlan;
 use crate::process::channel::Msg;
@@ -22,6 +23,8 @@ pub struct CreateOpts {
     pub no_new_keyring: bool,
     /// `run` in the foreground owns the stdio: no console socket needed then.
     pub detached: bool,
+    /// Read linux.cgroupsPath as systemd's slice:prefix:name (--systemd-cgroup).
+    pub systemd_cgroup: bool,
 }
 
 /// Create the container; returns the pid of its init.
@@ -67,9 +70,22 @@ fn create_in(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Optio
         rootfs: bundle.rootfs.clone(),
         created: rfc3339(std::time::SystemTime::now()),
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        cgroup: Default::default(),
     };
+    let cgroups_path = bundle.spec.linux().as_ref().and_then(|l| l.cgroups_path().as_deref());
+    state.cgroup = cgroups::resolve(cgroups_path, &o.id, o.systemd_cgroup)?;
+    state.cgroup.plan();
     // Intent first: a crash from here on leaves a dir that `delete --force` understands.
     dir.write_state(&state)?;
+    let res = launch_and_finish(dir, bundle, o, console, &mut state);
+    if res.is_err() {
+        let _ = state.cgroup.remove();
+    }
+    res
+}
+
+fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Option<OwnedFd>, state: &mut State) -> Result<i32> {
+    state.cgroup.create()?;
     dir.write_file("config.json", &serde_json::to_vec(&bundle.spec).expect("spec serializes"))?;
     let fifo = dir.path().join("exec.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| crate::linux::SysError {
@@ -89,7 +105,7 @@ fn create_in(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Optio
         no_new_keyring: o.no_new_keyring,
     };
     let launch = process::launch(&cfg)?;
-    match finish(dir, &cfg, &launch, &mut state, o) {
+    match finish(dir, &cfg, &launch, state, o) {
         Ok(()) => Ok(launch.pid),
         Err(e) => {
             launch.abort();
@@ -102,6 +118,8 @@ fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut Sta
     state.pid = Some(launch.pid);
     state.pid_start = crate::linux::proc::stat(launch.pid).map(|(_, t)| t);
     dir.write_state(state)?;
+    // In its cgroups before it runs anything of the user's (and before a cgroup namespace).
+    state.cgroup.add(launch.pid)?;
     let hstate = hook_state(state, "creating");
     launch.chan.send(&Msg::Proceed { state: hstate.clone() })?;
     if cfg.has_create_hooks() {

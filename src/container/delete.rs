@@ -37,7 +37,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             _ => {
                 let pid = st.pid.unwrap_or(0);
                 if let Some(fd) = pidfd(pid, st.pid_start) {
-                    for p in super::kill::container_processes(pid) {
+                    for p in super::kill::container_processes(st) {
                         if p != pid {
                             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
                         }
@@ -57,6 +57,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             // The spec: a failing poststop hook is logged, and the delete goes on.
             crate::cli::warn(&e.to_string());
         }
+        st.cgroup.remove()?;
     }
     dir.remove()?;
     Ok(())

@@ -61,7 +61,7 @@ pub fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<()> {
         return Err(Error::Status(format!("cannot kill container {id}: container not running")));
     };
     if all {
-        for p in container_processes(pid) {
+        for p in container_processes(&st) {
             if p != pid {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::try_from(sig).ok());
             }
@@ -89,9 +89,17 @@ pub(super) fn send(fd: &impl AsRawFd, sig: i32) -> nix::Result<()> {
     if r < 0 { Err(nix::errno::Errno::last()) } else { Ok(()) }
 }
 
-/// Processes that share the init's pid namespace, when it has one of its own (the cgroup
-/// manager replaces this with the cgroup's process list). Otherwise just the init.
-pub(super) fn container_processes(init: i32) -> Vec<i32> {
+/// Every process of the container: its cgroup's list, and (for a container whose cgroup
+/// cannot be read) the processes sharing the init's own pid namespace.
+pub(super) fn container_processes(st: &crate::state::State) -> Vec<i32> {
+    let mut procs = st.cgroup.procs();
+    if let Some(init) = st.pid {
+        procs.extend(pidns_processes(init).into_iter().filter(|p| !procs.contains(p)).collect::<Vec<_>>());
+    }
+    procs
+}
+
+fn pidns_processes(init: i32) -> Vec<i32> {
     let ns = |p: i32| {
         std::fs::metadata(format!("/proc/{p}/ns/pid"))
             .ok()

@@ -29,6 +29,8 @@ pub enum Error {
     Sys(#[from] crate::linux::SysError),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     /// The container is not in a status that allows the operation.
     #[error("{0}")]
     Status(String),

@@ -22,6 +22,25 @@ pub fn switch(u: &User, allow_setgroups: bool) -> Result<()> {
     Ok(())
 }
 
+/// Give the container's user its stdio (pipes from the engine belong to root), so it can
+/// reopen /dev/stdout and friends, as runc does. /dev/null and ttys are left alone.
+pub fn chown_stdio(uid: u32, gid: u32) -> Result<()> {
+    for fd in 0..3 {
+        let Ok(st) = nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }) else { continue };
+        if st.st_uid == uid || st.st_mode & libc::S_IFMT == libc::S_IFCHR {
+            continue;
+        }
+        if unsafe { libc::fchown(fd, uid, gid) } != 0 {
+            let e = nix::errno::Errno::last();
+            // A file we may not change (say, on a read-only or foreign mount) stays as it is.
+            if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::EPERM && e != nix::errno::Errno::EROFS {
+                return Err(e).ctx(|| format!("chown of stdio fd {fd} to {uid}:{gid}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The home directory of `uid` in the (already pivoted) root's /etc/passwd, or "/".
 pub fn home_of(uid: u32) -> String {
     let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();

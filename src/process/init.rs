@@ -85,6 +85,9 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
     rootfs::finish(spec)?;
 
     crate::linux::rlimits::apply(process.rlimits().as_deref().unwrap_or(&[]))?;
+    if !process.terminal().unwrap_or(false) {
+        user::chown_stdio(process.user().uid(), process.user().gid())?;
+    }
     let sets = CapSets::from_spec(process.capabilities().as_ref())?;
     caps::drop_bounding(&sets)?;
     let allow_setgroups = true;

@@ -79,6 +79,9 @@ pub struct State {
     pub created: String,
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub annotations: HashMap<String, String>,
+    /// The container's cgroup directories (recorded before they are made).
+    #[serde(default)]
+    pub cgroup: crate::cgroups::Cgroup,
 }
 
 impl State {
@@ -112,13 +115,25 @@ impl State {
             "bundle": self.bundle,
             "rootfs": self.rootfs,
             "created": self.created,
-            "owner": "",
+            "owner": owner(),
         });
         if !self.annotations.is_empty() {
             v["annotations"] = serde_json::to_value(&self.annotations).unwrap_or_default();
         }
         v
     }
+}
+
+/// The user running tinyrt, as runc's `owner` column shows it.
+fn owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| {
+        let uid = nix::unistd::getuid();
+        if uid.is_root() {
+            return "root".into();
+        }
+        nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+    })
 }
 
 /// runc's rule for ids: letters, digits, `_ + - .`, not `.` or `..`.
@@ -323,6 +338,7 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             created: rfc3339(std::time::SystemTime::now()),
             annotations: HashMap::new(),
+            cgroup: Default::default(),
         }
     }
 
