@@ -10,7 +10,11 @@ pub enum CgroupError {
     #[error("linux.cgroupsPath: {0}")]
     Path(String),
     #[error("cgroup {path}: {what}: {err}")]
-    Io { path: PathBuf, what: &'static str, err: std::io::Error },
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        err: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, CgroupError>;
@@ -48,7 +52,11 @@ pub fn hierarchies_from(mountinfo: &str) -> Vec<Hierarchy> {
         };
         // The same hierarchy may be mounted twice: keep the first.
         if !out.iter().any(|h| h.v2 == v2 && h.controllers == controllers) {
-            out.push(Hierarchy { mountpoint: PathBuf::from(mp), controllers, v2 });
+            out.push(Hierarchy {
+                mountpoint: PathBuf::from(mp),
+                controllers,
+                v2,
+            });
         }
     }
     out
@@ -76,7 +84,9 @@ fn own_cgroup(proc_cgroup: &str, h: &Hierarchy) -> String {
 pub fn systemd_to_fs(p: &str) -> Result<String> {
     let parts: Vec<&str> = p.split(':').collect();
     let [slice, prefix, name] = parts[..] else {
-        return Err(CgroupError::Path(format!("{p:?}: with --systemd-cgroup it must be slice:prefix:name")));
+        return Err(CgroupError::Path(format!(
+            "{p:?}: with --systemd-cgroup it must be slice:prefix:name"
+        )));
     };
     let slice = if slice.is_empty() { "system.slice" } else { slice };
     let Some(stem) = slice.strip_suffix(".slice") else {
@@ -131,7 +141,11 @@ pub fn resolve(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Result<C
     let leaves = hierarchies()
         .into_iter()
         .map(|h| {
-            let base = if inner.starts_with('/') { String::new() } else { own_cgroup(&own, &h) };
+            let base = if inner.starts_with('/') {
+                String::new()
+            } else {
+                own_cgroup(&own, &h)
+            };
             let rel = format!("{}/{}", base.trim_end_matches('/'), inner.trim_start_matches('/'));
             h.mountpoint.join(rel.trim_start_matches('/'))
         })
@@ -140,7 +154,11 @@ pub fn resolve(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Result<C
 }
 
 fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
-    move |err| CgroupError::Io { path: path.to_path_buf(), what, err }
+    move |err| CgroupError::Io {
+        path: path.to_path_buf(),
+        what,
+        err,
+    }
 }
 
 impl Cgroup {

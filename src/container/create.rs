@@ -31,7 +31,21 @@ pub struct CreateOpts {
 pub fn create(store: &Store, o: &CreateOpts) -> Result<i32> {
     crate::state::check_id(&o.id)?;
     let bundle = spec::load_bundle(&o.bundle)?;
-    let console = connect_console(&bundle, o)?;
+    create_loaded(store, o, &bundle, None)
+}
+
+/// Whether the bundle asks for a terminal.
+pub(super) fn wants_terminal(bundle: &Bundle) -> bool {
+    bundle.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false)
+}
+
+/// Create from a loaded bundle, optionally with the console already connected (`run`
+/// relays the terminal itself).
+pub(super) fn create_loaded(store: &Store, o: &CreateOpts, bundle: &Bundle, console: Option<OwnedFd>) -> Result<i32> {
+    let console = match console {
+        Some(c) => Some(c),
+        None => connect_console(&bundle, o)?,
+    };
     let dir = store.create(&o.id)?;
     match create_in(&dir, &bundle, o, console) {
         Ok(pid) => Ok(pid),

@@ -1,6 +1,7 @@
 //! The lifecycle, one file per verb. Each verb takes its options as a plain struct (nothing
 //! here knows about clap) and owns the container's state while it holds the lock.
 
+mod console;
 mod create;
 mod delete;
 mod kill;

@@ -70,3 +70,29 @@ pub fn make_controlling(slave: &OwnedFd) -> Result<()> {
     }
     Ok(())
 }
+
+/// Receive a pty master sent with [`send_fd`].
+pub fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).ctx(|| "receiving the pty master")?;
+    for c in msg.cmsgs().ctx(|| "reading the pty master message")? {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(fd) = fds.first()
+        {
+            return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    super::refuse("the container sent no pty master")
+}
+
+/// Copy the window size of `from` (our terminal) to `to` (the pty master).
+pub fn copy_size(from: RawFd, to: RawFd) {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) } == 0 {
+        unsafe { libc::ioctl(to, libc::TIOCSWINSZ, &ws) };
+    }
+}

@@ -26,7 +26,9 @@ pub fn switch(u: &User, allow_setgroups: bool) -> Result<()> {
 /// reopen /dev/stdout and friends, as runc does. /dev/null and ttys are left alone.
 pub fn chown_stdio(uid: u32, gid: u32) -> Result<()> {
     for fd in 0..3 {
-        let Ok(st) = nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }) else { continue };
+        let Ok(st) = nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }) else {
+            continue;
+        };
         if st.st_uid == uid || st.st_mode & libc::S_IFMT == libc::S_IFCHR {
             continue;
         }

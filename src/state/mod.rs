@@ -132,7 +132,11 @@ fn owner() -> &'static str {
         if uid.is_root() {
             return "root".into();
         }
-        nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| uid.to_string())
     })
 }
 
