@@ -44,10 +44,10 @@ pub(super) fn wants_terminal(bundle: &Bundle) -> bool {
 pub(super) fn create_loaded(store: &Store, o: &CreateOpts, bundle: &Bundle, console: Option<OwnedFd>) -> Result<i32> {
     let console = match console {
         Some(c) => Some(c),
-        None => connect_console(&bundle, o)?,
+        None => connect_console(bundle, o)?,
     };
     let dir = store.create(&o.id)?;
-    match create_in(&dir, &bundle, o, console) {
+    match create_in(&dir, bundle, o, console) {
         Ok(pid) => Ok(pid),
         Err(e) => {
             let _ = dir.remove();
