@@ -9,7 +9,7 @@ const CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
 /// (a user namespace mapping the caller's ids, no network namespace, no cgroup mount).
 pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Value {
     let mut spec = json!({
-        "ociVersion": "1.2.0",
+        "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": true,
             "user": {"uid": 0, "gid": 0},
