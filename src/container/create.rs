@@ -106,6 +106,9 @@ fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, consol
         what: format!("mkfifo {}", fifo.display()),
         errno: e,
     })?;
+    // Writable by whatever user the init has become (umask took the bits away).
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .map_err(|e| crate::linux::SysError { what: format!("chmod {}", fifo.display()), errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
 
     // Become the reaper of the container's init so a failure can reap it (and `run` can wait).
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -123,6 +126,13 @@ fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, consol
         Ok(()) => Ok(launch.pid),
         Err(e) => {
             launch.abort();
+            // The spec: a container that fails after it exists goes on to its destruction,
+            // and poststop hooks run there (as runc's destroy does).
+            if let Some(h) = bundle.spec.hooks().as_ref().and_then(|h| h.poststop().as_ref())
+                && let Err(he) = hooks::run_all("poststop", h, &hook_state(state, "stopped"))
+            {
+                crate::cli::warn(&he.to_string());
+            }
             Err(e)
         }
     }

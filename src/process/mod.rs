@@ -154,8 +154,12 @@ fn intermediate_steps(cfg: &InitConfig, chan: &Channel) -> Result<i32, ProcessEr
         let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
         nix::unistd::setresgid(root.0, root.0, root.0).ctx(|| "setresgid 0 in the user namespace (is 0 mapped in linux.gidMappings?)")?;
         nix::unistd::setresuid(root.1, root.1, root.1).ctx(|| "setresuid 0 in the user namespace (is 0 mapped in linux.uidMappings?)")?;
+        // Changing ids made us non-dumpable, so /proc/self belongs to the host's root and
+        // timens_offsets could not be written. Nothing else lives in this user namespace yet.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     }
-    let rest = cfg.ns.new & !(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWCGROUP);
+    // Raw bits: CLONE_NEWTIME is not a named CloneFlags bit, and `!` would drop it.
+    let rest = CloneFlags::from_bits_retain(cfg.ns.new.bits() & !(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWCGROUP).bits());
     if !rest.is_empty() {
         nix::sched::unshare(rest).ctx(|| format!("unsharing namespaces {rest:?}"))?;
     }
