@@ -97,6 +97,12 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
         nix::sys::prctl::set_no_new_privs().ctx(|| "process.noNewPrivileges")?;
     }
     nix::unistd::chdir(process.cwd()).ctx(|| format!("process.cwd: chdir {}", process.cwd().display()))?;
+    // The cwd must be inside the container's root: a cwd reached through a leaked fd
+    // (runc CVE-2024-21626) is outside it, and getcwd says "(unreachable)".
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => {}
+        _ => return Err(crate::linux::invalid(format!("process.cwd: {} is outside the container", process.cwd().display())).into()),
+    }
     let exe = Exe::resolve(process)?;
 
     for fd in 3..3 + cfg.preserve_fds as i32 {
