@@ -245,6 +245,39 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+impl ExecArgs {
+    pub fn opts(&self) -> anyhow::Result<crate::container::ExecOpts> {
+        let gids = self
+            .additional_gids
+            .iter()
+            .flat_map(|g| g.split(','))
+            .map(|g| {
+                g.trim()
+                    .parse::<u32>()
+                    .map_err(|_| anyhow::anyhow!("--additional-gids: {g:?} is not a number"))
+            })
+            .collect::<anyhow::Result<Vec<u32>>>()?;
+        Ok(crate::container::ExecOpts {
+            id: self.id.clone(),
+            process: self.process.clone(),
+            args: self.command.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            user: self.user.clone(),
+            additional_gids: gids,
+            caps: self.cap.clone(),
+            tty: self.tty,
+            no_new_privs: self.no_new_privs,
+            console_socket: self.console_socket.clone(),
+            pid_file: self.pid_file.clone(),
+            detach: self.detach,
+            preserve_fds: self.preserve_fds,
+            cgroup: self.cgroup.clone(),
+            ignore_paused: self.ignore_paused,
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct PsArgs {
     #[arg(short = 'f', long, default_value = "table")]

@@ -89,7 +89,7 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::List(a) => list(&st, a),
         Command::Spec(a) => spec(a),
-        Command::Exec(_) => not_yet("exec"),
+        Command::Exec(a) => Ok(lib::container::exec(&st, &a.opts()?)?),
         Command::Ps(_) => not_yet("ps"),
         Command::Pause(_) => not_yet("pause"),
         Command::Resume(_) => not_yet("resume"),

@@ -107,8 +107,10 @@ fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, consol
         errno: e,
     })?;
     // Writable by whatever user the init has become (umask took the bits away).
-    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
-        .map_err(|e| crate::linux::SysError { what: format!("chmod {}", fifo.display()), errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).map_err(|e| crate::linux::SysError {
+        what: format!("chmod {}", fifo.display()),
+        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
 
     // Become the reaper of the container's init so a failure can reap it (and `run` can wait).
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };

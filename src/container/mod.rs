@@ -4,6 +4,7 @@
 mod console;
 mod create;
 mod delete;
+mod exec;
 mod kill;
 mod list;
 mod run;
@@ -11,6 +12,7 @@ mod start;
 
 pub use create::{CreateOpts, create};
 pub use delete::delete;
+pub use exec::{ExecOpts, exec};
 pub use kill::{kill, parse_signal};
 pub use list::list;
 pub use run::{RunOpts, run};

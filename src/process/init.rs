@@ -84,6 +84,15 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
     }
     rootfs::finish(spec)?;
 
+    let exe = become_process(process, cfg.preserve_fds)?;
+    chan.send(&Msg::Ready)?;
+    Ok((fifo, exe, state))
+}
+
+/// The process attributes, in runc's order: rlimits, stdio owner, bounding set, user,
+/// capabilities, noNewPrivileges, cwd; then the program is looked up and every fd but
+/// stdio and the preserved ones is marked close-on-exec. Shared by init and exec.
+pub(super) fn become_process(process: &Process, preserve_fds: u32) -> Result<Exe, ProcessError> {
     crate::linux::rlimits::apply(process.rlimits().as_deref().unwrap_or(&[]))?;
     if !process.terminal().unwrap_or(false) {
         user::chown_stdio(process.user().uid(), process.user().gid())?;
@@ -105,12 +114,11 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
     }
     let exe = Exe::resolve(process)?;
 
-    for fd in 3..3 + cfg.preserve_fds as i32 {
+    for fd in 3..3 + preserve_fds as i32 {
         fds::keep(fd);
     }
-    fds::cloexec_from(3 + cfg.preserve_fds)?;
-    chan.send(&Msg::Ready)?;
-    Ok((fifo, exe, state))
+    fds::cloexec_from(3 + preserve_fds)?;
+    Ok(exe)
 }
 
 /// A new session keyring, so the container does not share the caller's keys (as runc).
@@ -141,28 +149,35 @@ fn setup_terminal(cfg: &InitConfig, process: &Process) -> Result<(), ProcessErro
     let Some(sock) = &cfg.console else {
         return Err(crate::linux::invalid("process.terminal is set but no --console-socket was given").into());
     };
+    terminal(sock, process, true)
+}
+
+/// Make a pty in the container's devpts, send its master over `sock`, and make the slave
+/// our controlling terminal; `/dev/console` is bound to it for an init (as runc does).
+pub(super) fn terminal(sock: &OwnedFd, process: &Process, bind_console: bool) -> Result<(), ProcessError> {
     let pty = tty::open_pty()?;
     if let Some(sz) = process.console_size() {
         tty::set_size(&pty.master, sz.height() as u16, sz.width() as u16)?;
     }
-    // /dev/console is the container's terminal, as in runc.
-    let dev = open("/dev", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).ctx(|| "opening /dev")?;
-    let console = crate::linux::fs::resolve_create(&dev, Path::new("console"), crate::linux::fs::Make::File, 0o600)?;
-    nix::mount::mount(
-        Some(pty.slave_path.as_str()),
-        crate::linux::fs::fd_path(&console).as_str(),
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .ctx(|| "binding the pty onto /dev/console")?;
+    if bind_console {
+        let dev = open("/dev", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).ctx(|| "opening /dev")?;
+        let console = crate::linux::fs::resolve_create(&dev, Path::new("console"), crate::linux::fs::Make::File, 0o600)?;
+        nix::mount::mount(
+            Some(pty.slave_path.as_str()),
+            crate::linux::fs::fd_path(&console).as_str(),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| "binding the pty onto /dev/console")?;
+    }
     tty::send_fd(sock.as_raw_fd(), pty.master.as_raw_fd(), &pty.slave_path)?;
     tty::make_controlling(&pty.slave)?;
     Ok(())
 }
 
 /// The program to exec: resolved path, argv, envp.
-struct Exe {
+pub(super) struct Exe {
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
@@ -173,6 +188,13 @@ fn cstr(s: &str, field: &str) -> Result<CString, ProcessError> {
 }
 
 impl Exe {
+    /// execve; returns only on failure.
+    pub(super) fn exec(&self) -> nix::errno::Errno {
+        let argv: Vec<&std::ffi::CStr> = self.argv.iter().map(|c| c.as_c_str()).collect();
+        let envp: Vec<&std::ffi::CStr> = self.envp.iter().map(|c| c.as_c_str()).collect();
+        nix::unistd::execve(&self.path, &argv, &envp).unwrap_err()
+    }
+
     fn resolve(p: &Process) -> Result<Exe, ProcessError> {
         let args = p.args().as_deref().unwrap_or(&[]);
         let mut env: Vec<String> = p.env().clone().unwrap_or_default();
@@ -259,9 +281,7 @@ fn wait_and_exec(cfg: &InitConfig, fifo: OwnedFd, exe: Exe, state: &str) -> ! {
             unsafe { libc::_exit(1) }
         }
     }
-    let argv: Vec<&std::ffi::CStr> = exe.argv.iter().map(|c| c.as_c_str()).collect();
-    let envp: Vec<&std::ffi::CStr> = exe.envp.iter().map(|c| c.as_c_str()).collect();
-    let err = nix::unistd::execve(&exe.path, &argv, &envp).unwrap_err();
+    let err = exe.exec();
     let _ = write!(w, "process.args[0]: exec {:?}: {err}", exe.path);
     unsafe { libc::_exit(127) }
 }

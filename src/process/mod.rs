@@ -6,6 +6,7 @@
 //! is printed by the parent. Forks happen only from single-threaded processes.
 
 pub mod channel;
+pub mod exec;
 pub mod init;
 
 use crate::linux::namespaces::{NsPlan, write_id_maps, write_time_offsets};
