@@ -212,6 +212,41 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
+    /// Freeze (or thaw) every process: the v1 freezer, else cgroup2's cgroup.freeze.
+    /// Waits until the kernel reports the new state.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let v1 = self.leaves.iter().find(|l| l.join("freezer.state").exists());
+        let v2 = self.leaves.iter().find(|l| l.join("cgroup.freeze").exists());
+        let (file, value, check, want): (PathBuf, &str, PathBuf, &str) = match (v1, v2) {
+            (Some(l), _) => {
+                let v = if frozen { "FROZEN" } else { "THAWED" };
+                (l.join("freezer.state"), v, l.join("freezer.state"), v)
+            }
+            (None, Some(l)) => (
+                l.join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+                l.join("cgroup.events"),
+                if frozen { "frozen 1" } else { "frozen 0" },
+            ),
+            (None, None) => return Err(CgroupError::Path("no freezer: neither a v1 freezer hierarchy nor cgroup2".into())),
+        };
+        for attempt in 0..1000 {
+            if attempt % 50 == 0 {
+                std::fs::write(&file, value).map_err(io(&file, "writing the freezer state"))?;
+            }
+            let now = std::fs::read_to_string(&check).map_err(io(&check, "reading the freezer state"))?;
+            if now.lines().any(|l| l.trim() == want) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(CgroupError::Io {
+            path: file,
+            what: "the freezer did not settle",
+            err: std::io::Error::from(std::io::ErrorKind::TimedOut),
+        })
+    }
+
     /// Remove what `create` made, children first. A cgroup whose last processes are still
     /// exiting is busy for a moment: retry briefly.
     pub fn remove(&self) -> Result<()> {

@@ -90,9 +90,22 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::List(a) => list(&st, a),
         Command::Spec(a) => spec(a),
         Command::Exec(a) => Ok(lib::container::exec(&st, &a.opts()?)?),
-        Command::Ps(_) => not_yet("ps"),
-        Command::Pause(_) => not_yet("pause"),
-        Command::Resume(_) => not_yet("resume"),
+        Command::Ps(a) => {
+            match a.format.as_str() {
+                "json" => println!("{}", serde_json::to_string(&lib::container::ps::pids(&st, &a.id)?)?),
+                "table" => print!("{}", lib::container::ps::table(&st, &a.id, &a.ps_args)?),
+                f => bail!("--format: invalid value {f:?} (table or json)"),
+            }
+            Ok(0)
+        }
+        Command::Pause(a) => {
+            lib::container::pause(&st, &a.id)?;
+            Ok(0)
+        }
+        Command::Resume(a) => {
+            lib::container::resume(&st, &a.id)?;
+            Ok(0)
+        }
         Command::Update(_) => not_yet("update"),
         Command::Events(_) => not_yet("events"),
         Command::Features => not_yet("features"),

@@ -43,6 +43,10 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
                         }
                     }
                     let _ = super::kill::send(&fd, libc::SIGKILL);
+                    // Frozen processes cannot die: thaw them once the signal is pending.
+                    if status == Status::Paused {
+                        let _ = st.cgroup.freeze(false);
+                    }
                     if !wait_pidfd(&fd, Duration::from_secs(10)) {
                         return Err(Error::Status(format!("container {id}: init {pid} did not die after SIGKILL")));
                     }

@@ -7,6 +7,8 @@ mod delete;
 mod exec;
 mod kill;
 mod list;
+mod pause;
+pub mod ps;
 mod run;
 mod start;
 
@@ -15,6 +17,7 @@ pub use delete::delete;
 pub use exec::{ExecOpts, exec};
 pub use kill::{kill, parse_signal};
 pub use list::list;
+pub use pause::{pause, resume};
 pub use run::{RunOpts, run};
 pub use start::start;
 
