@@ -3,6 +3,10 @@
 //! init there before it runs, list its processes, and remove exactly what was created.
 //! (Resource limits are applied by the driver layer added on top of this.)
 
+mod resources;
+
+pub use resources::{apply as apply_resources, cpu_weight_from_shares, io_weight_from_blkio};
+
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +19,16 @@ pub enum CgroupError {
         what: &'static str,
         err: std::io::Error,
     },
+    /// A resource value the host refused or cannot apply: the field and the file.
+    #[error("{field}: writing {value:?} to {file}: {err}")]
+    Write {
+        field: String,
+        file: PathBuf,
+        value: String,
+        err: std::io::Error,
+    },
+    #[error("{field}: {msg}")]
+    Unsupported { field: String, msg: String },
 }
 
 pub type Result<T> = std::result::Result<T, CgroupError>;
@@ -121,6 +135,9 @@ pub fn systemd_to_fs(p: &str) -> Result<String> {
 pub struct Cgroup {
     /// Leaf directories, one per hierarchy.
     pub leaves: Vec<PathBuf>,
+    /// For each leaf, its hierarchy's v1 controllers ("cpu,cpuacct"); "" for cgroup2.
+    #[serde(default)]
+    pub controllers: Vec<String>,
     /// Every directory tinyrt made, parents before children (only these are removed).
     #[serde(default)]
     pub created: Vec<PathBuf>,
@@ -138,7 +155,9 @@ pub fn resolve(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Result<C
         return Err(CgroupError::Path(format!("{inner:?} contains '..'")));
     }
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let leaves = hierarchies()
+    let hier = hierarchies();
+    let controllers = hier.iter().map(|h| h.controllers.clone()).collect();
+    let leaves = hier
         .into_iter()
         .map(|h| {
             let base = if inner.starts_with('/') {
@@ -150,7 +169,11 @@ pub fn resolve(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Result<C
             h.mountpoint.join(rel.trim_start_matches('/'))
         })
         .collect();
-    Ok(Cgroup { leaves, created: vec![] })
+    Ok(Cgroup {
+        leaves,
+        controllers,
+        created: vec![],
+    })
 }
 
 fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {

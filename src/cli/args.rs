@@ -326,6 +326,36 @@ pub struct UpdateArgs {
     pub id: String,
 }
 
+impl UpdateArgs {
+    pub fn flags(&self) -> anyhow::Result<crate::container::UpdateFlags> {
+        let size = |name: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
+            v.as_deref()
+                .map(|s| crate::container::parse_size(s).map_err(|e| anyhow::anyhow!("--{name}: {e}")))
+                .transpose()
+        };
+        if self.kernel_memory.is_some() || self.kernel_memory_tcp.is_some() {
+            anyhow::bail!("--kernel-memory and --kernel-memory-tcp are not supported (kernel memory limits are gone from the kernel)");
+        }
+        if self.l3_cache_schema.is_some() || self.mem_bw_schema.is_some() {
+            anyhow::bail!("--l3-cache-schema and --mem-bw-schema (Intel RDT) are not supported by tinyrt");
+        }
+        Ok(crate::container::UpdateFlags {
+            blkio_weight: self.blkio_weight,
+            cpu_period: self.cpu_period,
+            cpu_quota: self.cpu_quota,
+            cpu_rt_period: self.cpu_rt_period,
+            cpu_rt_runtime: self.cpu_rt_runtime,
+            cpu_share: self.cpu_share,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            cpuset_mems: self.cpuset_mems.clone(),
+            memory: size("memory", &self.memory)?,
+            memory_reservation: size("memory-reservation", &self.memory_reservation)?,
+            memory_swap: size("memory-swap", &self.memory_swap)?,
+            pids_limit: self.pids_limit,
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct EventsArgs {
     #[arg(long, default_value = "5s")]

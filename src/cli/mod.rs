@@ -106,7 +106,10 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             lib::container::resume(&st, &a.id)?;
             Ok(0)
         }
-        Command::Update(_) => not_yet("update"),
+        Command::Update(a) => {
+            lib::container::update(&st, &a.id, a.resources.as_deref(), &a.flags()?)?;
+            Ok(0)
+        }
         Command::Events(_) => not_yet("events"),
         Command::Features => not_yet("features"),
         Command::Checkpoint(_) => not_yet("checkpoint"),

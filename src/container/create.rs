@@ -100,6 +100,9 @@ fn create_in(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Optio
 
 fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Option<OwnedFd>, state: &mut State) -> Result<i32> {
     state.cgroup.create()?;
+    if let Some(r) = bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        cgroups::apply_resources(&state.cgroup, r)?;
+    }
     dir.write_file("config.json", &serde_json::to_vec(&bundle.spec).expect("spec serializes"))?;
     let fifo = dir.path().join("exec.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| crate::linux::SysError {

@@ -11,6 +11,7 @@ mod pause;
 pub mod ps;
 mod run;
 mod start;
+mod update;
 
 pub use create::{CreateOpts, create};
 pub use delete::delete;
@@ -20,6 +21,7 @@ pub use list::list;
 pub use pause::{pause, resume};
 pub use run::{RunOpts, run};
 pub use start::start;
+pub use update::{UpdateFlags, parse_size, update};
 
 use crate::state::{State, Store};
 
