@@ -111,7 +111,10 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Events(_) => not_yet("events"),
-        Command::Features => not_yet("features"),
+        Command::Features => {
+            println!("{}", serde_json::to_string_pretty(&lib::spec::features())?);
+            Ok(0)
+        }
         Command::Checkpoint(_) => not_yet("checkpoint"),
         Command::Restore(_) => not_yet("restore"),
     }

@@ -35,7 +35,7 @@ impl MountOpts {
 }
 
 /// (name, clear?, flag)
-const FLAGS: &[(&str, bool, MsFlags)] = &[
+pub const FLAGS: &[(&str, bool, MsFlags)] = &[
     ("async", true, MsFlags::MS_SYNCHRONOUS),
     ("atime", true, MsFlags::MS_NOATIME),
     ("bind", false, MsFlags::MS_BIND),
@@ -67,7 +67,7 @@ const FLAGS: &[(&str, bool, MsFlags)] = &[
     ("loud", true, MsFlags::MS_SILENT),
 ];
 
-const PROPAGATION: &[(&str, MsFlags)] = &[
+pub const PROPAGATION: &[(&str, MsFlags)] = &[
     ("private", MsFlags::MS_PRIVATE),
     ("rprivate", MsFlags::MS_PRIVATE.union(MsFlags::MS_REC)),
     ("shared", MsFlags::MS_SHARED),

@@ -2,9 +2,11 @@
 //! lives here and runs before anything on the host is touched. Errors name the spec field.
 
 mod default;
+mod features;
 mod validate;
 
 pub use default::default_spec;
+pub use features::features;
 pub use validate::validate;
 
 use oci_spec::runtime::Spec;

@@ -210,9 +210,19 @@ fn check_mounts(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// The hook kinds tinyrt runs (also reported by `features`).
+pub const HOOK_KINDS: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
 fn check_hooks(spec: &Spec) -> Result<()> {
     let Some(h) = spec.hooks() else { return Ok(()) };
-    let kinds = [
+    let kinds: [(&str, _); HOOK_KINDS.len()] = [
         ("prestart", h.prestart()),
         ("createRuntime", h.create_runtime()),
         ("createContainer", h.create_container()),
