@@ -4,8 +4,10 @@
 //! (Resource limits are applied by the driver layer added on top of this.)
 
 mod resources;
+mod stats;
 
 pub use resources::{apply as apply_resources, cpu_weight_from_shares, io_weight_from_blkio};
+pub use stats::{oom_kills, stats};
 
 use std::path::{Path, PathBuf};
 

@@ -110,7 +110,11 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             lib::container::update(&st, &a.id, a.resources.as_deref(), &a.flags()?)?;
             Ok(0)
         }
-        Command::Events(_) => not_yet("events"),
+        Command::Events(a) => {
+            let interval = lib::container::parse_duration(&a.interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+            lib::container::events(&st, &a.id, interval, a.stats)?;
+            Ok(0)
+        }
         Command::Features => {
             println!("{}", serde_json::to_string_pretty(&lib::spec::features())?);
             Ok(0)

@@ -4,6 +4,7 @@
 mod console;
 mod create;
 mod delete;
+mod events;
 mod exec;
 mod kill;
 mod list;
@@ -15,6 +16,7 @@ mod update;
 
 pub use create::{CreateOpts, create};
 pub use delete::delete;
+pub use events::{events, parse_duration};
 pub use exec::{ExecOpts, exec};
 pub use kill::{kill, parse_signal};
 pub use list::list;
