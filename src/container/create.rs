@@ -125,6 +125,7 @@ fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, consol
         preserve_fds: o.preserve_fds,
         no_pivot: o.no_pivot,
         no_new_keyring: o.no_new_keyring,
+        seccomp: seccomp_filter(&bundle.spec)?,
     };
     let launch = process::launch(&cfg)?;
     match finish(dir, &cfg, &launch, state, o) {
@@ -166,6 +167,14 @@ fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut Sta
         write_pid_file(p, launch.pid)?;
     }
     Ok(())
+}
+
+/// linux.seccomp built into a filter (None without one).
+pub(super) fn seccomp_filter(spec: &oci_spec::runtime::Spec) -> Result<Option<crate::linux::seccomp::Filter>> {
+    match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Ok(Some(crate::linux::seccomp::build(s).map_err(|e| Error::Usage(e.to_string()))?)),
+        None => Ok(None),
+    }
 }
 
 /// The pid file, replaced atomically (engines poll for it).

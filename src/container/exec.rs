@@ -164,11 +164,16 @@ pub fn exec(store: &Store, o: &ExecOpts) -> Result<i32> {
     let init_pid = st
         .live_pid()
         .ok_or_else(|| Error::Status(format!("container {} is not running", o.id)))?;
+    let filter = match &spec {
+        Some(s) => super::create::seccomp_filter(s)?,
+        None => None,
+    };
     let cfg = ExecConfig {
         init_pid,
         process: &process,
         console,
         preserve_fds: o.preserve_fds,
+        seccomp: filter.as_ref(),
     };
     let child = launch(&cfg)?;
     let started = (|| -> Result<()> {

@@ -9,6 +9,7 @@ pub mod namespaces;
 pub mod proc;
 pub mod rlimits;
 pub mod rootfs;
+pub mod seccomp;
 pub mod tty;
 pub mod user;
 

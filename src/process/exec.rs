@@ -7,7 +7,7 @@
 use super::channel::{Channel, ChannelError, Msg};
 use super::init::{become_process, terminal};
 use super::{ProcessError, child_fail};
-use crate::linux::{Ctx, SysError};
+use crate::linux::Ctx;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
@@ -20,6 +20,8 @@ pub struct ExecConfig<'a> {
     pub process: &'a Process,
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
+    /// The container's seccomp filter, applied to this process too.
+    pub seccomp: Option<&'a crate::linux::seccomp::Filter>,
 }
 
 /// The new process, forked and waiting for [`ExecLaunch::proceed`].
@@ -141,19 +143,10 @@ fn run(cfg: &ExecConfig, chan: &Channel) -> ! {
             nix::unistd::setsid().ctx(|| "setsid")?;
             terminal(sock, cfg.process, false)?;
         }
-        become_process(cfg.process, cfg.preserve_fds)
+        become_process(cfg.process, cfg.preserve_fds, cfg.seccomp)
     })();
-    match res {
-        Ok(exe) => {
-            let errno = exe.exec();
-            child_fail(
-                chan,
-                ProcessError::Sys(SysError {
-                    what: format!("process.args[0]: exec {:?}", cfg.process.args().as_ref().and_then(|a| a.first())),
-                    errno,
-                }),
-            )
-        }
+    match res.and_then(|exe| exe.exec(cfg.process, cfg.seccomp)) {
+        Ok(never) => match never {},
         Err(e) => child_fail(chan, e),
     }
 }

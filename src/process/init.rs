@@ -8,6 +8,7 @@ use crate::hooks;
 use crate::linux::caps::{self, CapSets};
 use crate::linux::namespaces::clone_flag;
 use crate::linux::rootfs::{self, RootfsCtx};
+use crate::linux::seccomp::Filter;
 use crate::linux::{Ctx, fds, tty, user};
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
@@ -84,7 +85,7 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
     }
     rootfs::finish(spec)?;
 
-    let exe = become_process(process, cfg.preserve_fds)?;
+    let exe = become_process(process, cfg.preserve_fds, cfg.seccomp.as_ref())?;
     chan.send(&Msg::Ready)?;
     Ok((fifo, exe, state))
 }
@@ -92,8 +93,15 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
 /// The process attributes, in runc's order: rlimits, stdio owner, bounding set, user,
 /// capabilities, noNewPrivileges, cwd; then the program is looked up and every fd but
 /// stdio and the preserved ones is marked close-on-exec. Shared by init and exec.
-pub(super) fn become_process(process: &Process, preserve_fds: u32) -> Result<Exe, ProcessError> {
+pub(super) fn become_process(process: &Process, preserve_fds: u32, seccomp: Option<&Filter>) -> Result<Exe, ProcessError> {
     crate::linux::rlimits::apply(process.rlimits().as_deref().unwrap_or(&[]))?;
+    // Without noNewPrivileges, loading a filter needs CAP_SYS_ADMIN: do it while we have it.
+    // With it, the filter goes on as late as possible, right before exec (see Exe::exec).
+    if let Some(f) = seccomp
+        && !process.no_new_privileges().unwrap_or(false)
+    {
+        load_seccomp(f)?;
+    }
     if !process.terminal().unwrap_or(false) {
         user::chown_stdio(process.user().uid(), process.user().gid())?;
     }
@@ -119,6 +127,10 @@ pub(super) fn become_process(process: &Process, preserve_fds: u32) -> Result<Exe
     }
     fds::cloexec_from(3 + preserve_fds)?;
     Ok(exe)
+}
+
+fn load_seccomp(f: &Filter) -> Result<(), ProcessError> {
+    f.load().map(|_| ()).map_err(|e| crate::linux::invalid(e.to_string()).into())
 }
 
 /// A new session keyring, so the container does not share the caller's keys (as runc).
@@ -188,8 +200,22 @@ fn cstr(s: &str, field: &str) -> Result<CString, ProcessError> {
 }
 
 impl Exe {
-    /// execve; returns only on failure.
-    pub(super) fn exec(&self) -> nix::errno::Errno {
+    /// Load the late seccomp filter (when noNewPrivileges is set), then execve; returns
+    /// only on failure.
+    pub(super) fn exec(&self, process: &Process, seccomp: Option<&Filter>) -> Result<std::convert::Infallible, ProcessError> {
+        if let Some(f) = seccomp
+            && process.no_new_privileges().unwrap_or(false)
+        {
+            load_seccomp(f)?;
+        }
+        Err(crate::linux::SysError {
+            what: format!("process.args[0]: exec {:?}", self.path),
+            errno: self.execve(),
+        }
+        .into())
+    }
+
+    fn execve(&self) -> nix::errno::Errno {
         let argv: Vec<&std::ffi::CStr> = self.argv.iter().map(|c| c.as_c_str()).collect();
         let envp: Vec<&std::ffi::CStr> = self.envp.iter().map(|c| c.as_c_str()).collect();
         nix::unistd::execve(&self.path, &argv, &envp).unwrap_err()
@@ -281,7 +307,8 @@ fn wait_and_exec(cfg: &InitConfig, fifo: OwnedFd, exe: Exe, state: &str) -> ! {
             unsafe { libc::_exit(1) }
         }
     }
-    let err = exe.exec();
-    let _ = write!(w, "process.args[0]: exec {:?}: {err}", exe.path);
+    let process = cfg.bundle.spec.process().as_ref().expect("validated: process present");
+    let Err(err) = exe.exec(process, cfg.seccomp.as_ref());
+    let _ = write!(w, "{err}");
     unsafe { libc::_exit(127) }
 }

@@ -40,6 +40,8 @@ pub struct InitConfig<'a> {
     pub no_pivot: bool,
     /// Keep the caller's session keyring instead of a new one (--no-new-keyring).
     pub no_new_keyring: bool,
+    /// linux.seccomp, built (and so checked) before the fork.
+    pub seccomp: Option<crate::linux::seccomp::Filter>,
 }
 
 impl InitConfig<'_> {
