@@ -93,7 +93,7 @@ fn from_flags(f: &UpdateFlags) -> Result<LinuxResources> {
     if let Some(x) = f.pids_limit {
         put(&["pids", "limit"], x.into());
     }
-    Ok(serde_json::from_value(v).map_err(|e| Error::Usage(format!("update: {e}")))?)
+    serde_json::from_value(v).map_err(|e| Error::Usage(format!("update: {e}")))
 }
 
 /// `resources`: a path, `-` for stdin, or None to use the flags.
