@@ -274,6 +274,8 @@ impl ExecArgs {
             preserve_fds: self.preserve_fds,
             cgroup: self.cgroup.clone(),
             ignore_paused: self.ignore_paused,
+            apparmor: self.apparmor.clone(),
+            process_label: self.process_label.clone(),
         })
     }
 }

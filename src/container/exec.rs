@@ -32,6 +32,8 @@ pub struct ExecOpts {
     /// `--cgroup [controller:]path`: a sub-cgroup of the container's to run in.
     pub cgroup: Vec<String>,
     pub ignore_paused: bool,
+    pub apparmor: Option<String>,
+    pub process_label: Option<String>,
 }
 
 fn usage<T>(msg: impl Into<String>) -> Result<T> {
@@ -97,6 +99,12 @@ fn build_process(o: &ExecOpts, base: Option<&Process>) -> Result<Process> {
     if o.no_new_privs {
         p.set_no_new_privileges(Some(true));
     }
+    if let Some(a) = &o.apparmor {
+        p.set_apparmor_profile(Some(a.clone()));
+    }
+    if let Some(l) = &o.process_label {
+        p.set_selinux_label(Some(l.clone()));
+    }
     Ok(p)
 }
 
@@ -106,6 +114,9 @@ fn check_process(p: &Process) -> Result<()> {
     }
     if !p.cwd().is_absolute() {
         return usage(format!("process.cwd: {:?} is not an absolute path", p.cwd()));
+    }
+    if let Err((field, msg)) = crate::linux::lsm::check(p.apparmor_profile().as_deref(), p.selinux_label().as_deref()) {
+        return usage(format!("{field}: {msg}"));
     }
     Ok(())
 }

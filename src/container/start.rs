@@ -18,16 +18,17 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         Status::Stopped => return Err(Error::Status(format!("cannot start a container that has stopped: {id}"))),
         s => return Err(Error::Status(format!("cannot start container {id}: it is {s}, not created"))),
     }
+    // The pidfd first: opening the fifo releases the init, which may exec and exit at once.
+    let pid = st.pid.unwrap_or(0);
+    let Some(pfd) = pidfd(pid, st.pid_start) else {
+        return Err(Error::Status(format!("container {id}: its init process is gone")));
+    };
     let fifo_path = dir.path().join("exec.fifo");
     let fifo =
         open(&fifo_path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| crate::linux::SysError {
             what: format!("opening {}", fifo_path.display()),
             errno: e,
         })?;
-    let pid = st.pid.unwrap_or(0);
-    let Some(pfd) = pidfd(pid, st.pid_start) else {
-        return Err(Error::Status(format!("container {id}: its init process is gone")));
-    };
     // Wait for the init's "0" (it opened its end), or for the init to die.
     let mut fds = [
         PollFd::new(fifo.as_fd(), PollFlags::POLLIN),

@@ -4,6 +4,7 @@
 pub mod caps;
 pub mod fds;
 pub mod fs;
+pub mod lsm;
 pub mod mounts;
 pub mod namespaces;
 pub mod proc;

@@ -121,6 +121,7 @@ pub(super) fn become_process(process: &Process, preserve_fds: u32, seccomp: Opti
         _ => return Err(crate::linux::invalid(format!("process.cwd: {} is outside the container", process.cwd().display())).into()),
     }
     let exe = Exe::resolve(process)?;
+    crate::linux::lsm::apply_on_exec(process.apparmor_profile().as_deref(), process.selinux_label().as_deref())?;
 
     for fd in 3..3 + preserve_fds as i32 {
         fds::keep(fd);

@@ -90,6 +90,9 @@ fn check_process(spec: &Spec) -> Result<()> {
         let _ = cs;
         return bad("process.consoleSize", "set but process.terminal is false");
     }
+    if let Err((field, msg)) = crate::linux::lsm::check(p.apparmor_profile().as_deref(), p.selinux_label().as_deref()) {
+        return bad(field, msg);
+    }
     if let Some(u) = p.user().umask()
         && u > 0o777
     {
