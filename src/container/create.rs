@@ -160,13 +160,28 @@ fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut Sta
         }
         launch.chan.send(&Msg::CreateHooksDone)?;
     }
-    launch.chan.expect(Msg::Ready)?;
+    loop {
+        match launch.chan.recv_with_fd()? {
+            (Msg::Ready, _) => break,
+            (Msg::SeccompFd, Some(fd)) => send_seccomp_fd(&cfg.bundle.spec, hook_state(state, "creating"), launch.pid, &fd)?,
+            (m, _) => return Err(crate::process::channel::ChannelError::Unexpected { got: format!("{m:?}"), want: "Ready" }.into()),
+        }
+    }
     state.status = Status::Created;
     dir.write_state(state)?;
     if let Some(p) = &o.pid_file {
         write_pid_file(p, launch.pid)?;
     }
     Ok(())
+}
+
+/// Give the seccomp agent the notify fd of a container process.
+pub(super) fn send_seccomp_fd(spec: &oci_spec::runtime::Spec, state: String, pid: i32, fd: &OwnedFd) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else { return Ok(()) };
+    let Some(path) = s.listener_path() else { return Ok(()) };
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
+    crate::linux::seccomp::send_to_listener(path, s.listener_metadata().as_deref(), state, pid, fd.as_raw_fd()).map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// linux.seccomp built into a filter (None without one).

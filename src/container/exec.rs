@@ -192,7 +192,12 @@ pub fn exec(store: &Store, o: &ExecOpts) -> Result<i32> {
             std::fs::write(d.join("cgroup.procs"), child.pid.to_string())
                 .map_err(|e| Error::Usage(format!("adding the exec process to {}: {e}", d.display())))?;
         }
-        child.proceed()?;
+        let pid = child.pid;
+        child.proceed(|fd| {
+            let Some(spec) = &spec else { return Ok(()) };
+            super::create::send_seccomp_fd(spec, super::hook_state(&st, "running"), pid, &fd)
+                .map_err(|e| crate::process::ProcessError::Sys(crate::linux::invalid(e.to_string())))
+        })?;
         Ok(())
     })();
     if let Err(e) = started {

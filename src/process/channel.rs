@@ -20,6 +20,8 @@ pub enum Msg {
     CreateHooksDone,
     /// init -> parent: set up and waiting for `start`.
     Ready,
+    /// child -> parent, with the seccomp notify fd attached (SCM_RIGHTS).
+    SeccompFd,
     /// child -> parent: a step failed.
     Error { what: String, errno: i32 },
 }
@@ -55,6 +57,48 @@ impl Channel {
         let bytes = serde_json::to_vec(m).expect("message serializes");
         nix::sys::socket::send(self.fd.as_raw_fd(), &bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL).map_err(ChannelError::Io)?;
         Ok(())
+    }
+
+    /// Send a message with an fd attached.
+    pub fn send_fd(&self, m: &Msg, fd: std::os::fd::RawFd) -> Result<(), ChannelError> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let bytes = serde_json::to_vec(m).expect("message serializes");
+        let iov = [std::io::IoSlice::new(&bytes)];
+        let fds = [fd];
+        sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None).map_err(ChannelError::Io)?;
+        Ok(())
+    }
+
+    /// Receive one message and the fd attached to it, if any.
+    pub fn recv_with_fd(&self) -> Result<(Msg, Option<OwnedFd>), ChannelError> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::os::fd::FromRawFd;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let (n, fd) = loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(ChannelError::Io(e)),
+                Ok(msg) => {
+                    let mut fd = None;
+                    for c in msg.cmsgs().map_err(ChannelError::Io)? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            fd = fds.first().map(|f| unsafe { OwnedFd::from_raw_fd(*f) });
+                        }
+                    }
+                    break (msg.bytes, fd);
+                }
+            }
+        };
+        if n == 0 {
+            return Err(ChannelError::Eof(String::new()));
+        }
+        match serde_json::from_slice(&buf[..n]) {
+            Ok(Msg::Error { what, errno }) => Err(ChannelError::Child { what, errno }),
+            Ok(m) => Ok((m, fd)),
+            Err(e) => Err(ChannelError::Unexpected { got: e.to_string(), want: "a message" }),
+        }
     }
 
     /// Receive one message; a child's `Error` becomes `Err(Child)`.
@@ -102,6 +146,7 @@ fn variant_name(m: &Msg) -> &'static str {
         Msg::RunCreateHooks => "RunCreateHooks",
         Msg::CreateHooksDone => "CreateHooksDone",
         Msg::Ready => "Ready",
+        Msg::SeccompFd => "SeccompFd",
         Msg::Error { .. } => "Error",
     }
 }

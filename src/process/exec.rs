@@ -32,16 +32,15 @@ pub struct ExecLaunch {
 
 impl ExecLaunch {
     /// Let it exec; Ok once the exec happened.
-    pub fn proceed(&self) -> Result<(), ProcessError> {
+    pub fn proceed(&self, mut on_notify_fd: impl FnMut(OwnedFd) -> Result<(), ProcessError>) -> Result<(), ProcessError> {
         self.chan.send(&Msg::Proceed { state: String::new() })?;
-        match self.chan.recv() {
-            Err(ChannelError::Eof(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-            Ok(m) => Err(ChannelError::Unexpected {
-                got: format!("{m:?}"),
-                want: "end of file",
+        loop {
+            match self.chan.recv_with_fd() {
+                Err(ChannelError::Eof(_)) => return Ok(()),
+                Err(e) => return Err(e.into()),
+                Ok((Msg::SeccompFd, Some(fd))) => on_notify_fd(fd)?,
+                Ok((m, _)) => return Err(ChannelError::Unexpected { got: format!("{m:?}"), want: "end of file" }.into()),
             }
-            .into()),
         }
     }
 
@@ -145,7 +144,13 @@ fn run(cfg: &ExecConfig, chan: &Channel) -> ! {
         }
         become_process(cfg.process, cfg.preserve_fds, cfg.seccomp)
     })();
-    match res.and_then(|exe| exe.exec(cfg.process, cfg.seccomp)) {
+    let res = res.and_then(|mut exe| {
+        if let Some(fd) = exe.notify_fd.take() {
+            chan.send_fd(&Msg::SeccompFd, fd.as_raw_fd())?;
+        }
+        Ok(exe)
+    });
+    match res.and_then(|exe| exe.exec(cfg.seccomp)) {
         Ok(never) => match never {},
         Err(e) => child_fail(chan, e),
     }

@@ -85,7 +85,10 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
     }
     rootfs::finish(spec)?;
 
-    let exe = become_process(process, cfg.preserve_fds, cfg.seccomp.as_ref())?;
+    let mut exe = become_process(process, cfg.preserve_fds, cfg.seccomp.as_ref())?;
+    if let Some(fd) = exe.notify_fd.take() {
+        chan.send_fd(&Msg::SeccompFd, fd.as_raw_fd())?;
+    }
     chan.send(&Msg::Ready)?;
     Ok((fifo, exe, state))
 }
@@ -96,11 +99,20 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
 pub(super) fn become_process(process: &Process, preserve_fds: u32, seccomp: Option<&Filter>) -> Result<Exe, ProcessError> {
     crate::linux::rlimits::apply(process.rlimits().as_deref().unwrap_or(&[]))?;
     // Without noNewPrivileges, loading a filter needs CAP_SYS_ADMIN: do it while we have it.
-    // With it, the filter goes on as late as possible, right before exec (see Exe::exec).
-    if let Some(f) = seccomp
-        && !process.no_new_privileges().unwrap_or(false)
-    {
-        load_seccomp(f)?;
+    // With it, the filter goes on as late as possible, right before exec (see Exe::exec),
+    // unless it has notify rules: their fd must reach the parent before we report ready.
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    let mut notify_fd = None;
+    let mut late = false;
+    if let Some(f) = seccomp {
+        if nnp && f.notify {
+            nix::sys::prctl::set_no_new_privs().ctx(|| "process.noNewPrivileges")?;
+        }
+        if !nnp || f.notify {
+            notify_fd = load_seccomp(f)?;
+        } else {
+            late = true;
+        }
     }
     if !process.terminal().unwrap_or(false) {
         user::chown_stdio(process.user().uid(), process.user().gid())?;
@@ -120,7 +132,9 @@ pub(super) fn become_process(process: &Process, preserve_fds: u32, seccomp: Opti
         Ok(p) if p.is_absolute() => {}
         _ => return Err(crate::linux::invalid(format!("process.cwd: {} is outside the container", process.cwd().display())).into()),
     }
-    let exe = Exe::resolve(process)?;
+    let mut exe = Exe::resolve(process)?;
+    exe.late_seccomp = late;
+    exe.notify_fd = notify_fd;
     crate::linux::lsm::apply_on_exec(process.apparmor_profile().as_deref(), process.selinux_label().as_deref())?;
 
     for fd in 3..3 + preserve_fds as i32 {
@@ -130,8 +144,11 @@ pub(super) fn become_process(process: &Process, preserve_fds: u32, seccomp: Opti
     Ok(exe)
 }
 
-fn load_seccomp(f: &Filter) -> Result<(), ProcessError> {
-    f.load().map(|_| ()).map_err(|e| crate::linux::invalid(e.to_string()).into())
+/// Load the filter; the notify fd when it has notify rules.
+fn load_seccomp(f: &Filter) -> Result<Option<OwnedFd>, ProcessError> {
+    use std::os::fd::FromRawFd;
+    let fd = f.load().map_err(|e| crate::linux::invalid(e.to_string()))?;
+    Ok(fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// A new session keyring, so the container does not share the caller's keys (as runc).
@@ -194,6 +211,10 @@ pub(super) struct Exe {
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
+    /// The seccomp filter still has to be loaded (noNewPrivileges: right before exec).
+    late_seccomp: bool,
+    /// The seccomp notify fd, for the parent to hand to the listener (never exec'd with).
+    pub(super) notify_fd: Option<OwnedFd>,
 }
 
 fn cstr(s: &str, field: &str) -> Result<CString, ProcessError> {
@@ -203,10 +224,8 @@ fn cstr(s: &str, field: &str) -> Result<CString, ProcessError> {
 impl Exe {
     /// Load the late seccomp filter (when noNewPrivileges is set), then execve; returns
     /// only on failure.
-    pub(super) fn exec(&self, process: &Process, seccomp: Option<&Filter>) -> Result<std::convert::Infallible, ProcessError> {
-        if let Some(f) = seccomp
-            && process.no_new_privileges().unwrap_or(false)
-        {
+    pub(super) fn exec(&self, seccomp: Option<&Filter>) -> Result<std::convert::Infallible, ProcessError> {
+        if let Some(f) = seccomp.filter(|_| self.late_seccomp) {
             load_seccomp(f)?;
         }
         Err(crate::linux::SysError {
@@ -238,6 +257,8 @@ impl Exe {
             path: CString::new(path.as_os_str().as_bytes()).map_err(|_| crate::linux::invalid("process.args[0]: NUL byte"))?,
             argv: args.iter().map(|a| cstr(a, "process.args")).collect::<Result<_, _>>()?,
             envp: env.iter().map(|e| cstr(e, "process.env")).collect::<Result<_, _>>()?,
+            late_seccomp: false,
+            notify_fd: None,
         })
     }
 }
@@ -308,8 +329,7 @@ fn wait_and_exec(cfg: &InitConfig, fifo: OwnedFd, exe: Exe, state: &str) -> ! {
             unsafe { libc::_exit(1) }
         }
     }
-    let process = cfg.bundle.spec.process().as_ref().expect("validated: process present");
-    let Err(err) = exe.exec(process, cfg.seccomp.as_ref());
+    let Err(err) = exe.exec(cfg.seccomp.as_ref());
     let _ = write!(w, "{err}");
     unsafe { libc::_exit(127) }
 }
