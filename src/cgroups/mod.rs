@@ -3,6 +3,7 @@
 //! init there before it runs, list its processes, and remove exactly what was created.
 //! (Resource limits are applied by the driver layer added on top of this.)
 
+mod devices_bpf;
 mod resources;
 mod stats;
 

@@ -449,6 +449,26 @@ fn rule(d: &LinuxDeviceCgroup) -> String {
     }
 }
 
+fn bpf_rule(d: &LinuxDeviceCgroup) -> super::devices_bpf::Rule {
+    let kind = match d.typ() {
+        Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => 'c',
+        Some(LinuxDeviceType::B) => 'b',
+        _ => 'a',
+    };
+    let n = |v: Option<i64>| v.filter(|v| *v >= 0).map(|v| v as u32);
+    let access = d.access().as_deref().filter(|a| !a.is_empty()).unwrap_or("rwm");
+    super::devices_bpf::Rule { kind, major: n(d.major()), minor: n(d.minor()), access: super::devices_bpf::access_bits(access), allow: d.allow() }
+}
+
+/// A rule in the v1 file syntax ("c 1:3 rwm") as a BPF rule (allowing).
+fn parse_rule(s: &str) -> super::devices_bpf::Rule {
+    let mut it = s.split_whitespace();
+    let kind = it.next().and_then(|k| k.chars().next()).unwrap_or('a');
+    let (maj, min) = it.next().and_then(|n| n.split_once(':')).unwrap_or(("*", "*"));
+    let access = it.next().unwrap_or("rwm");
+    super::devices_bpf::Rule { kind, major: maj.parse().ok(), minor: min.parse().ok(), access: super::devices_bpf::access_bits(access), allow: true }
+}
+
 fn devices(cg: &Cgroup, devs: &[LinuxDeviceCgroup]) -> Result<()> {
     match locate(cg, "devices") {
         Some(At::V1(d)) => {
@@ -463,9 +483,22 @@ fn devices(cg: &Cgroup, devs: &[LinuxDeviceCgroup]) -> Result<()> {
             }
             Ok(())
         }
-        // cgroup2 filters devices with an eBPF program, which tinyrt does not load yet
-        // (issue 3): the rules are not enforced there.
-        _ => Ok(()),
+        // cgroup2 filters devices with an eBPF program.
+        _ => {
+            let Some(v2) = cg.leaves.iter().zip(&cg.controllers).find(|(_, c)| c.is_empty()).map(|(l, _)| l) else {
+                return unsupported("linux.resources.devices", "the host has neither a v1 devices hierarchy nor cgroup2");
+            };
+            let mut rules: Vec<super::devices_bpf::Rule> = devs.iter().map(bpf_rule).collect();
+            if devs.iter().any(|d| !d.allow()) {
+                rules.extend(DEFAULT_ALLOW.iter().map(|r| parse_rule(r)));
+            }
+            super::devices_bpf::attach(v2, &rules).map_err(|err| CgroupError::Write {
+                field: "linux.resources.devices".into(),
+                file: v2.clone(),
+                value: "a BPF_CGROUP_DEVICE program".into(),
+                err,
+            })
+        }
     }
 }
 
