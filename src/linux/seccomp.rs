@@ -160,6 +160,32 @@ impl Filter {
     }
 }
 
+/// Hand a notify fd to the seccomp agent at `listenerPath`, with the container's state, as
+/// the runtime spec's ContainerProcessState: `{"ociVersion", "fds": ["seccompFd"], "pid",
+/// "metadata", "state"}` and the fd as SCM_RIGHTS.
+pub fn send_to_listener(path: &std::path::Path, metadata: Option<&str>, state: serde_json::Value, pid: i32, fd: std::os::fd::RawFd) -> Result<(), SeccompError> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let field = "linux.seccomp.listenerPath";
+    let sock = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => return err(field, format!("connecting to {}: {e}", path.display())),
+    };
+    let msg = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": metadata.unwrap_or(""),
+        "state": state,
+    })
+    .to_string();
+    let iov = [std::io::IoSlice::new(msg.as_bytes())];
+    match sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&[fd])], MsgFlags::MSG_NOSIGNAL, None) {
+        Ok(_) => Ok(()),
+        Err(e) => err(field, format!("sending to {}: {e}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,31 +210,5 @@ mod tests {
         );
         let notify = profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_NOTIFY"}]}"#);
         assert!(build(&notify).err().unwrap().to_string().starts_with("linux.seccomp.listenerPath"));
-    }
-}
-
-/// Hand a notify fd to the seccomp agent at `listenerPath`, with the container's state, as
-/// the runtime spec's ContainerProcessState: `{"ociVersion", "fds": ["seccompFd"], "pid",
-/// "metadata", "state"}` and the fd as SCM_RIGHTS.
-pub fn send_to_listener(path: &std::path::Path, metadata: Option<&str>, state: serde_json::Value, pid: i32, fd: std::os::fd::RawFd) -> Result<(), SeccompError> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    use std::os::fd::AsRawFd;
-    let field = "linux.seccomp.listenerPath";
-    let sock = match std::os::unix::net::UnixStream::connect(path) {
-        Ok(s) => s,
-        Err(e) => return err(field, format!("connecting to {}: {e}", path.display())),
-    };
-    let msg = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "fds": ["seccompFd"],
-        "pid": pid,
-        "metadata": metadata.unwrap_or(""),
-        "state": state,
-    })
-    .to_string();
-    let iov = [std::io::IoSlice::new(msg.as_bytes())];
-    match sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&[fd])], MsgFlags::MSG_NOSIGNAL, None) {
-        Ok(_) => Ok(()),
-        Err(e) => err(field, format!("sending to {}: {e}", path.display())),
     }
 }
