@@ -22,6 +22,20 @@ fn err<T>(field: impl Into<String>, msg: impl ToString) -> Result<T, SeccompErro
     })
 }
 
+/// What `features` reports; the tests check each one parses and maps.
+pub const ACTIONS: [&str; 9] = [
+    "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
+];
+pub const OPERATORS: [&str; 7] = ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"];
+pub const ARCHES: [&str; 18] = [
+    "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS",
+    "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32",
+    "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X", "SCMP_ARCH_RISCV64",
+    "SCMP_ARCH_LOONGARCH64",
+];
+pub const FLAGS: [&str; 4] = ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"];
+
 fn action(a: A, errno: Option<u32>) -> ScmpAction {
     let e = errno.map(|e| e as i32).unwrap_or(libc::EPERM);
     match a {
@@ -210,5 +224,23 @@ mod tests {
         );
         let notify = profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_NOTIFY"}]}"#);
         assert!(build(&notify).err().unwrap().to_string().starts_with("linux.seccomp.listenerPath"));
+    }
+
+    #[test]
+    fn feature_tables_parse_and_map() {
+        for a in ACTIONS {
+            let act: A = serde_json::from_value(serde_json::json!(a)).unwrap();
+            let _ = action(act, None);
+        }
+        for o in OPERATORS {
+            let _: Op = serde_json::from_value(serde_json::json!(o)).unwrap();
+        }
+        for a in ARCHES {
+            let arch: oci_spec::runtime::Arch = serde_json::from_value(serde_json::json!(a)).unwrap();
+            ScmpArch::from_str(&arch.to_string()).unwrap();
+        }
+        for f in FLAGS {
+            let _: F = serde_json::from_value(serde_json::json!(f)).unwrap();
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! uses (mount options, hook kinds, namespaces, capabilities), so it cannot drift.
 
 use crate::linux::mounts::{FLAGS, PROPAGATION};
+use crate::linux::{lsm, seccomp};
 use serde_json::{Value, json};
 
 /// Namespace types tinyrt creates and joins (see linux::namespaces::clone_flag).
@@ -25,9 +26,16 @@ pub fn features() -> Value {
             "namespaces": NAMESPACES,
             "capabilities": caps,
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
-            "seccomp": {"enabled": false},
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": seccomp::ACTIONS,
+                "operators": seccomp::OPERATORS,
+                "archs": seccomp::ARCHES,
+                "knownFlags": seccomp::FLAGS,
+                "supportedFlags": seccomp::FLAGS,
+            },
+            "apparmor": {"enabled": lsm::apparmor_enabled()},
+            "selinux": {"enabled": lsm::selinux_enabled()},
             "intelRdt": {"enabled": false},
             "mountExtensions": {"idmap": {"enabled": false}}
         },
