@@ -120,7 +120,8 @@ fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, consol
     let cfg = InitConfig {
         bundle,
         ns: NsPlan::from_linux(bundle.spec.linux().as_ref()),
-        fifo,
+        fifo: nix::fcntl::open(&fifo, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| crate::linux::SysError { what: format!("opening {}", fifo.display()), errno: e })?,
         console,
         preserve_fds: o.preserve_fds,
         no_pivot: o.no_pivot,

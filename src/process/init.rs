@@ -21,13 +21,13 @@ use std::path::{Path, PathBuf};
 
 pub fn run(cfg: &InitConfig, chan: &Channel) -> ! {
     match setup(cfg, chan) {
-        Ok((fifo, exe, state)) => wait_and_exec(cfg, fifo, exe, &state),
+        Ok((exe, state)) => wait_and_exec(cfg, exe, &state),
         Err(e) => child_fail(chan, e),
     }
 }
 
-/// Everything up to `Ready`. Returns the O_PATH fd of the exec fifo and the program to run.
-fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), ProcessError> {
+/// Everything up to `Ready`. Returns the program to run and the state for hooks.
+fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(Exe, String), ProcessError> {
     // Nobody in the container may open /proc/<init>/exe (the runtime binary) while we set up.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let spec = &cfg.bundle.spec;
@@ -42,7 +42,6 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
     if !cfg.no_new_keyring {
         join_session_keyring(&cfg.bundle.spec)?;
     }
-    let fifo = open(&cfg.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ctx(|| format!("opening {}", cfg.fifo.display()))?;
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).ctx(|| format!("process.oomScoreAdj: writing {adj}"))?;
     }
@@ -90,7 +89,7 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(OwnedFd, Exe, String), Pro
         chan.send_fd(&Msg::SeccompFd, fd.as_raw_fd())?;
     }
     chan.send(&Msg::Ready)?;
-    Ok((fifo, exe, state))
+    Ok((exe, state))
 }
 
 /// The process attributes, in runc's order: rlimits, stdio owner, bounding set, user,
@@ -307,10 +306,10 @@ fn refuse_runtime_binary(path: &Path) -> Result<(), ProcessError> {
 
 /// Block until `start` opens the fifo, run startContainer hooks, exec. A failure from here on
 /// is written into the fifo for `start` to print.
-fn wait_and_exec(cfg: &InitConfig, fifo: OwnedFd, exe: Exe, state: &str) -> ! {
+fn wait_and_exec(cfg: &InitConfig, exe: Exe, state: &str) -> ! {
     let w = loop {
         match open(
-            format!("/proc/self/fd/{}", fifo.as_raw_fd()).as_str(),
+            format!("/proc/self/fd/{}", cfg.fifo.as_raw_fd()).as_str(),
             OFlag::O_WRONLY | OFlag::O_CLOEXEC,
             Mode::empty(),
         ) {
@@ -319,7 +318,6 @@ fn wait_and_exec(cfg: &InitConfig, fifo: OwnedFd, exe: Exe, state: &str) -> ! {
             Err(_) => unsafe { libc::_exit(126) },
         }
     };
-    drop(fifo);
     let mut w = std::fs::File::from(w);
     let _ = w.write_all(b"0");
     if let Some(h) = cfg.bundle.spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()) {

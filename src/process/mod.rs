@@ -18,7 +18,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -32,8 +31,9 @@ pub enum ProcessError {
 pub struct InitConfig<'a> {
     pub bundle: &'a Bundle,
     pub ns: NsPlan,
-    /// The exec fifo `start` opens to release the container.
-    pub fifo: PathBuf,
+    /// An O_PATH fd of the exec fifo `start` opens to release the container. Opened by the
+    /// parent: the container's user may not be able to walk the path to the state dir.
+    pub fifo: OwnedFd,
     /// Connected --console-socket, when process.terminal is set.
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
@@ -76,7 +76,7 @@ pub fn launch(cfg: &InitConfig) -> Result<Launch, ProcessError> {
     match unsafe { fork() }.ctx(|| "fork")? {
         ForkResult::Child => {
             drop(parent);
-            let mut keep = vec![child.as_raw_fd()];
+            let mut keep = vec![child.as_raw_fd(), cfg.fifo.as_raw_fd()];
             keep.extend(cfg.console.as_ref().map(|c| c.as_raw_fd()));
             crate::linux::fds::close_from_except(3 + cfg.preserve_fds as i32, &keep);
             intermediate(cfg, child)
