@@ -19,12 +19,14 @@ pub struct Rule {
 }
 
 pub fn access_bits(s: &str) -> u32 {
-    s.chars().map(|c| match c {
-        'm' => 1,
-        'r' => 2,
-        'w' => 4,
-        _ => 0,
-    }).fold(0, |a, b| a | b)
+    s.chars()
+        .map(|c| match c {
+            'm' => 1,
+            'r' => 2,
+            'w' => 4,
+            _ => 0,
+        })
+        .fold(0, |a, b| a | b)
 }
 
 #[repr(C)]
@@ -37,7 +39,12 @@ pub struct Insn {
 }
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn { code, regs: (src << 4) | dst, off, imm }
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
 }
 
 // Opcodes (BPF class | op | source).
@@ -75,7 +82,12 @@ pub fn program(rules: &[Rule]) -> Vec<Insn> {
             // The access asked for must be within the rule's: (access & rule) == access.
             block.push(insn(MOV32_X, 1, 3, 0, 0));
             block.push(insn(AND32_K, 1, 0, 0, r.access as i32));
-            block.push(Insn { code: 0x5d, regs: (3 << 4) | 1, off: 0, imm: 0 }); // jne r1, r3
+            block.push(Insn {
+                code: 0x5d,
+                regs: (3 << 4) | 1,
+                off: 0,
+                imm: 0,
+            }); // jne r1, r3
         }
         if let Some(m) = r.major {
             block.push(insn(JNE_K, 4, 0, 0, m as i32));
@@ -207,7 +219,13 @@ mod tests {
     }
 
     fn rule(kind: char, major: Option<u32>, minor: Option<u32>, access: &str, allow: bool) -> Rule {
-        Rule { kind, major, minor, access: access_bits(access), allow }
+        Rule {
+            kind,
+            major,
+            minor,
+            access: access_bits(access),
+            allow,
+        }
     }
 
     #[test]
@@ -243,7 +261,10 @@ mod tests {
     /// machine has no cgroup2 mount to make a directory in.
     #[test]
     fn enforced_by_the_kernel() {
-        let base = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].into_iter().map(Path::new).find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.controllers").exists());
+        let base = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.controllers").exists());
         let Some(base) = base else { return };
         let dir = base.join(format!("tinyrt-bpf-test-{}", std::process::id()));
         if std::fs::create_dir(&dir).is_err() {
@@ -253,7 +274,10 @@ mod tests {
         let res = attach(&dir, &rules);
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(format!("echo $$ > {}/cgroup.procs && head -c1 /dev/zero >/dev/null && echo zero-ok; cat /dev/null 2>&1 || echo null-denied", dir.display()))
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && head -c1 /dev/zero >/dev/null && echo zero-ok; cat /dev/null 2>&1 || echo null-denied",
+                dir.display()
+            ))
             .output();
         let _ = std::fs::remove_dir(&dir);
         res.unwrap();

@@ -207,7 +207,13 @@ impl Cgroup {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io(d, "mkdir")(e)),
             }
-            if d.join("cpuset.cpus").exists() {
+            // Only v1 needs cpus/mems copied down; on cgroup2 empty means "as the parent".
+            let v2 = self
+                .leaves
+                .iter()
+                .zip(&self.controllers)
+                .any(|(l, c)| c.is_empty() && l.starts_with(d));
+            if !v2 && d.join("cpuset.cpus").exists() {
                 for f in ["cpuset.cpus", "cpuset.mems"] {
                     let cur = std::fs::read_to_string(d.join(f)).unwrap_or_default();
                     if cur.trim().is_empty()
@@ -217,6 +223,32 @@ impl Cgroup {
                         std::fs::write(d.join(f), v.trim()).map_err(io(d, "writing cpuset"))?;
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// On a unified (cgroup2-only) host, turn on every controller the hierarchy offers down to
+    /// the container's cgroup, as runc does, so stats and OOM events exist without limits.
+    pub fn enable_all_v2(&self) -> Result<()> {
+        if self.controllers.iter().any(|c| !c.is_empty()) {
+            return Ok(());
+        }
+        for leaf in &self.leaves {
+            let Some(top) = leaf
+                .ancestors()
+                .skip(1)
+                .take_while(|p| p.join("cgroup.controllers").exists())
+                .last()
+            else {
+                continue;
+            };
+            let avail = std::fs::read_to_string(top.join("cgroup.controllers")).unwrap_or_default();
+            // Best effort, as runc: a controller the kernel refuses here (say, the caller's
+            // cgroup holds processes) only means its files are missing; limits asking for it
+            // still fail, naming the field.
+            for c in avail.split_whitespace() {
+                let _ = resources::enable_v2(self, leaf, c);
             }
         }
         Ok(())

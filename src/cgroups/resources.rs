@@ -38,8 +38,13 @@ fn locate<'a>(cg: &'a Cgroup, controller: &str) -> Option<At<'a>> {
         }
     }
     let v2 = cg.leaves.iter().zip(&cg.controllers).find(|(_, c)| c.is_empty())?.0;
-    let parent = v2.parent()?;
-    let avail = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+    // The highest cgroup of the path says what can be enabled down to us (enable_v2 does it).
+    let top = v2
+        .ancestors()
+        .skip(1)
+        .take_while(|p| p.join("cgroup.controllers").exists())
+        .last()?;
+    let avail = std::fs::read_to_string(top.join("cgroup.controllers")).unwrap_or_default();
     avail.split_whitespace().any(|c| c == controller).then_some(At::V2(v2))
 }
 
@@ -70,7 +75,7 @@ fn need<'a>(cg: &'a Cgroup, controller: &str, field: &str) -> Result<At<'a>> {
 
 /// Turn on `controller` in cgroup.subtree_control of every parent of a cgroup2 leaf, from
 /// the highest cgroup tinyrt made (or the leaf's parent) down.
-fn enable_v2(cg: &Cgroup, leaf: &Path, controller: &str) -> Result<()> {
+pub(super) fn enable_v2(cg: &Cgroup, leaf: &Path, controller: &str) -> Result<()> {
     let mut parents: Vec<PathBuf> = leaf
         .ancestors()
         .skip(1)
@@ -457,7 +462,13 @@ fn bpf_rule(d: &LinuxDeviceCgroup) -> super::devices_bpf::Rule {
     };
     let n = |v: Option<i64>| v.filter(|v| *v >= 0).map(|v| v as u32);
     let access = d.access().as_deref().filter(|a| !a.is_empty()).unwrap_or("rwm");
-    super::devices_bpf::Rule { kind, major: n(d.major()), minor: n(d.minor()), access: super::devices_bpf::access_bits(access), allow: d.allow() }
+    super::devices_bpf::Rule {
+        kind,
+        major: n(d.major()),
+        minor: n(d.minor()),
+        access: super::devices_bpf::access_bits(access),
+        allow: d.allow(),
+    }
 }
 
 /// A rule in the v1 file syntax ("c 1:3 rwm") as a BPF rule (allowing).
@@ -466,7 +477,13 @@ fn parse_rule(s: &str) -> super::devices_bpf::Rule {
     let kind = it.next().and_then(|k| k.chars().next()).unwrap_or('a');
     let (maj, min) = it.next().and_then(|n| n.split_once(':')).unwrap_or(("*", "*"));
     let access = it.next().unwrap_or("rwm");
-    super::devices_bpf::Rule { kind, major: maj.parse().ok(), minor: min.parse().ok(), access: super::devices_bpf::access_bits(access), allow: true }
+    super::devices_bpf::Rule {
+        kind,
+        major: maj.parse().ok(),
+        minor: min.parse().ok(),
+        access: super::devices_bpf::access_bits(access),
+        allow: true,
+    }
 }
 
 fn devices(cg: &Cgroup, devs: &[LinuxDeviceCgroup]) -> Result<()> {

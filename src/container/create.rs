@@ -100,6 +100,7 @@ fn create_in(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Optio
 
 fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Option<OwnedFd>, state: &mut State) -> Result<i32> {
     state.cgroup.create()?;
+    state.cgroup.enable_all_v2()?;
     if let Some(r) = bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
         cgroups::apply_resources(&state.cgroup, r)?;
     }
@@ -120,8 +121,15 @@ fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, consol
     let cfg = InitConfig {
         bundle,
         ns: NsPlan::from_linux(bundle.spec.linux().as_ref()),
-        fifo: nix::fcntl::open(&fifo, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .map_err(|e| crate::linux::SysError { what: format!("opening {}", fifo.display()), errno: e })?,
+        fifo: nix::fcntl::open(
+            &fifo,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| crate::linux::SysError {
+            what: format!("opening {}", fifo.display()),
+            errno: e,
+        })?,
         console,
         preserve_fds: o.preserve_fds,
         no_pivot: o.no_pivot,
@@ -165,7 +173,13 @@ fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut Sta
         match launch.chan.recv_with_fd()? {
             (Msg::Ready, _) => break,
             (Msg::SeccompFd, Some(fd)) => send_seccomp_fd(&cfg.bundle.spec, hook_state(state, "creating"), launch.pid, &fd)?,
-            (m, _) => return Err(crate::process::channel::ChannelError::Unexpected { got: format!("{m:?}"), want: "Ready" }.into()),
+            (m, _) => {
+                return Err(crate::process::channel::ChannelError::Unexpected {
+                    got: format!("{m:?}"),
+                    want: "Ready",
+                }
+                .into());
+            }
         }
     }
     state.status = Status::Created;
@@ -179,10 +193,13 @@ fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut Sta
 /// Give the seccomp agent the notify fd of a container process.
 pub(super) fn send_seccomp_fd(spec: &oci_spec::runtime::Spec, state: String, pid: i32, fd: &OwnedFd) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else { return Ok(()) };
+    let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(());
+    };
     let Some(path) = s.listener_path() else { return Ok(()) };
     let state: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
-    crate::linux::seccomp::send_to_listener(path, s.listener_metadata().as_deref(), state, pid, fd.as_raw_fd()).map_err(|e| Error::Usage(e.to_string()))
+    crate::linux::seccomp::send_to_listener(path, s.listener_metadata().as_deref(), state, pid, fd.as_raw_fd())
+        .map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// linux.seccomp built into a filter (None without one).

@@ -49,14 +49,16 @@ pub fn events(store: &Store, id: &str, interval: Duration, stats_once: bool) -> 
     let tick = Duration::from_millis(100).min(interval.max(Duration::from_millis(1)));
     let mut waited = interval;
     loop {
-        if st.status() == Status::Stopped {
-            return Ok(());
-        }
+        // Status first, then OOM kills: an OOM kill that ends the container is still reported.
+        let stopped = st.status() == Status::Stopped;
         let now = crate::cgroups::oom_kills(&st.cgroup);
         if now > ooms && !emit(json!({"type": "oom", "id": id})) {
             return Ok(());
         }
         ooms = now;
+        if stopped {
+            return Ok(());
+        }
         if waited >= interval {
             waited = Duration::ZERO;
             if !emit(json!({"type": "stats", "id": id, "data": crate::cgroups::stats(&st.cgroup)})) {

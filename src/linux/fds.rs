@@ -18,6 +18,24 @@ pub fn cloexec_from(first: u32) -> Result<()> {
     Ok(())
 }
 
+/// Put /dev/null on every fd of `first..first + count` the caller did not open, so none of
+/// the runtime's own files (the log, the state-dir lock) takes such a number and crosses into
+/// the container as a "preserved" fd (the lock held by the init would deadlock `start`).
+pub fn reserve(first: i32, count: u32) {
+    for fd in first..first.saturating_add(count.min(65536) as i32) {
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+            continue;
+        }
+        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if null >= 0 && null != fd {
+            unsafe {
+                libc::dup2(null, fd);
+                libc::close(null);
+            }
+        }
+    }
+}
+
 /// Clear close-on-exec on `fd` (for fds passed on purpose, such as --preserve-fds).
 pub fn keep(fd: i32) {
     unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };

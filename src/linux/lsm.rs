@@ -27,7 +27,11 @@ pub fn check(apparmor: Option<&str>, selinux: Option<&str>) -> std::result::Resu
 /// Arrange for the profile and label to take effect at the next execve.
 pub fn apply_on_exec(apparmor: Option<&str>, selinux: Option<&str>) -> Result<()> {
     if let Some(p) = apparmor.filter(|p| !p.is_empty()) {
-        let file = if std::path::Path::new("/proc/self/attr/apparmor/exec").exists() { "/proc/self/attr/apparmor/exec" } else { "/proc/self/attr/exec" };
+        let file = if std::path::Path::new("/proc/self/attr/apparmor/exec").exists() {
+            "/proc/self/attr/apparmor/exec"
+        } else {
+            "/proc/self/attr/exec"
+        };
         std::fs::write(file, format!("exec {p}")).ctx(|| format!("process.apparmorProfile: setting {p:?} in {file}"))?;
     }
     if let Some(l) = selinux.filter(|l| !l.is_empty()) {
@@ -35,4 +39,3 @@ pub fn apply_on_exec(apparmor: Option<&str>, selinux: Option<&str>) -> Result<()
     }
     Ok(())
 }
-

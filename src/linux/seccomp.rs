@@ -24,17 +24,51 @@ fn err<T>(field: impl Into<String>, msg: impl ToString) -> Result<T, SeccompErro
 
 /// What `features` reports; the tests check each one parses and maps.
 pub const ACTIONS: [&str; 9] = [
-    "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
-    "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_NOTIFY",
 ];
-pub const OPERATORS: [&str; 7] = ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"];
+pub const OPERATORS: [&str; 7] = [
+    "SCMP_CMP_NE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_MASKED_EQ",
+];
 pub const ARCHES: [&str; 18] = [
-    "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS",
-    "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL", "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32",
-    "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X", "SCMP_ARCH_RISCV64",
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X86_64",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_ARM",
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_MIPS",
+    "SCMP_ARCH_MIPS64",
+    "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL",
+    "SCMP_ARCH_MIPSEL64",
+    "SCMP_ARCH_MIPSEL64N32",
+    "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64",
+    "SCMP_ARCH_PPC64LE",
+    "SCMP_ARCH_S390",
+    "SCMP_ARCH_S390X",
+    "SCMP_ARCH_RISCV64",
     "SCMP_ARCH_LOONGARCH64",
 ];
-pub const FLAGS: [&str; 4] = ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"];
+pub const FLAGS: [&str; 4] = [
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+];
 
 fn action(a: A, errno: Option<u32>) -> ScmpAction {
     let e = errno.map(|e| e as i32).unwrap_or(libc::EPERM);
@@ -177,7 +211,13 @@ impl Filter {
 /// Hand a notify fd to the seccomp agent at `listenerPath`, with the container's state, as
 /// the runtime spec's ContainerProcessState: `{"ociVersion", "fds": ["seccompFd"], "pid",
 /// "metadata", "state"}` and the fd as SCM_RIGHTS.
-pub fn send_to_listener(path: &std::path::Path, metadata: Option<&str>, state: serde_json::Value, pid: i32, fd: std::os::fd::RawFd) -> Result<(), SeccompError> {
+pub fn send_to_listener(
+    path: &std::path::Path,
+    metadata: Option<&str>,
+    state: serde_json::Value,
+    pid: i32,
+    fd: std::os::fd::RawFd,
+) -> Result<(), SeccompError> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     use std::os::fd::AsRawFd;
     let field = "linux.seccomp.listenerPath";
@@ -194,7 +234,13 @@ pub fn send_to_listener(path: &std::path::Path, metadata: Option<&str>, state: s
     })
     .to_string();
     let iov = [std::io::IoSlice::new(msg.as_bytes())];
-    match sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&[fd])], MsgFlags::MSG_NOSIGNAL, None) {
+    match sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&[fd])],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    ) {
         Ok(_) => Ok(()),
         Err(e) => err(field, format!("sending to {}: {e}", path.display())),
     }

@@ -65,7 +65,14 @@ impl Channel {
         let bytes = serde_json::to_vec(m).expect("message serializes");
         let iov = [std::io::IoSlice::new(&bytes)];
         let fds = [fd];
-        sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None).map_err(ChannelError::Io)?;
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(ChannelError::Io)?;
         Ok(())
     }
 
@@ -97,7 +104,10 @@ impl Channel {
         match serde_json::from_slice(&buf[..n]) {
             Ok(Msg::Error { what, errno }) => Err(ChannelError::Child { what, errno }),
             Ok(m) => Ok((m, fd)),
-            Err(e) => Err(ChannelError::Unexpected { got: e.to_string(), want: "a message" }),
+            Err(e) => Err(ChannelError::Unexpected {
+                got: e.to_string(),
+                want: "a message",
+            }),
         }
     }
 

@@ -39,7 +39,13 @@ impl ExecLaunch {
                 Err(ChannelError::Eof(_)) => return Ok(()),
                 Err(e) => return Err(e.into()),
                 Ok((Msg::SeccompFd, Some(fd))) => on_notify_fd(fd)?,
-                Ok((m, _)) => return Err(ChannelError::Unexpected { got: format!("{m:?}"), want: "end of file" }.into()),
+                Ok((m, _)) => {
+                    return Err(ChannelError::Unexpected {
+                        got: format!("{m:?}"),
+                        want: "end of file",
+                    }
+                    .into());
+                }
             }
         }
     }

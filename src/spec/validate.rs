@@ -321,10 +321,15 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    /// Validate against a bundle dir of its own (removed afterwards) holding the rootfs dir.
     fn err(json: &str) -> String {
-        let dir = std::env::temp_dir();
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tinyrt-validate-{}-{n}", std::process::id()));
         std::fs::create_dir_all(dir.join("tinyrt-validate-rootfs")).unwrap();
-        validate(&spec(json), &dir).unwrap_err().to_string()
+        let e = validate(&spec(json), &dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        e
     }
 
     const BASE: &str = r#""root":{"path":"tinyrt-validate-rootfs"},"process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}}"#;
