@@ -1,0 +1,157 @@
+//! Bad bundles: each fails with an error naming the field, a non-zero exit, and nothing left
+//! behind (no state dir, no process, no host mount, no cgroup).
+
+use crate::harness::*;
+use serde_json::{Value, json};
+
+/// `create` and `run` of `cfg` both fail mentioning every needle, leaving nothing.
+#[track_caller]
+fn refused(env: &Env, cfg: &Value, needles: &[&str]) {
+    let b = env.bundle(cfg);
+    refused_bundle(env, &b, needles);
+}
+
+#[track_caller]
+fn refused_bundle(env: &Env, b: &std::path::Path, needles: &[&str]) {
+    for verb in ["create", "run"] {
+        let id = env.id();
+        let out = env.rt(&[verb, "--bundle", b.to_str().unwrap(), &id]);
+        for n in needles {
+            out.expect_err(verb, n);
+        }
+        assert!(out.stderr.lines().count() <= 3, "{verb}: a clear error, not a dump: {}", out.stderr);
+        env.assert_nothing_left(&id, b);
+    }
+}
+
+pub fn malformed_json() {
+    let env = Env::new("malformed_json");
+    let b = env.dir.join("bundle-bad");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(b.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": {").unwrap();
+    refused_bundle(&env, &b, &["config.json"]);
+    // A wrong type names its field.
+    std::fs::write(
+        b.join("config.json"),
+        serde_json::to_vec(&{
+            let mut c = env.config(&["true"]);
+            c["process"]["user"]["uid"] = json!("root");
+            c
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    refused_bundle(&env, &b, &["process.user.uid"]);
+    // No config.json at all.
+    let empty = env.dir.join("bundle-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    refused_bundle(&env, &empty, &["config.json"]);
+}
+
+pub fn missing_rootfs() {
+    let env = Env::new("missing_rootfs");
+    let mut c = env.config(&["true"]);
+    c["root"]["path"] = json!("no-such-rootfs");
+    refused(&env, &c, &["root.path", "no-such-rootfs"]);
+}
+
+pub fn unknown_namespace_type() {
+    let env = Env::new("unknown_ns");
+    let mut c = env.config(&["true"]);
+    c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "bogus"}));
+    refused(&env, &c, &["linux.namespaces[6].type", "bogus"]);
+    let mut c = env.config(&["true"]);
+    c["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "network", "path": "/proc/self/ns/nope"}));
+    refused(&env, &c, &["linux.namespaces[6]"]);
+}
+
+pub fn mount_symlink_escape() {
+    let env = Env::new("symlink_escape");
+    let host = env.dir.join("host-target");
+    std::fs::create_dir_all(&host).unwrap();
+    let r = env.private_rootfs();
+    // Absolute and relative symlinks in the rootfs that point at a host path.
+    std::os::unix::fs::symlink(&host, r.join("abs-escape")).unwrap();
+    let rel = format!("../../../../../../../../..{}", host.display());
+    std::os::unix::fs::symlink(&rel, r.join("etc/rel-escape")).unwrap();
+    for (dest, typ) in [("/abs-escape", "tmpfs"), ("/etc/rel-escape/sub", "tmpfs"), ("/abs-escape", "bind")] {
+        let mut c = env.sh_config(&format!("touch {dest}/pwned; cat /proc/self/mountinfo"));
+        c["root"] = json!({"path": r, "readonly": false});
+        let src = env.dir.join("bind-src");
+        std::fs::create_dir_all(&src).unwrap();
+        if typ == "bind" {
+            add_mount(
+                &mut c,
+                json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind"]}),
+            );
+        } else {
+            add_mount(&mut c, json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}));
+        }
+        let b = env.bundle(&c);
+        let id = env.id();
+        let out = env.rt(&["run", "--bundle", b.to_str().unwrap(), &id]);
+        // Either refused, or the mount landed inside the rootfs: never on the host path.
+        let entries: Vec<_> = std::fs::read_dir(&host).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(entries.is_empty(), "{dest} ({typ}): the container wrote to the host: {entries:?}");
+        let host_mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !host_mi.contains(host.to_str().unwrap()),
+            "{dest}: a mount appeared on the host path"
+        );
+        if out.ok() {
+            let resolved = if dest.starts_with("/etc/rel-escape") {
+                format!("{}/sub", host.display())
+            } else {
+                host.display().to_string()
+            };
+            assert!(
+                out.stdout.lines().any(|l| l.split(' ').nth(4) == Some(resolved.as_str())),
+                "{dest}: expected the mount at {resolved} inside the container: {}",
+                out.stdout
+            );
+            // ...that is, inside the rootfs on the host.
+            assert!(r.join(resolved.trim_start_matches('/')).is_dir());
+        } else {
+            assert!(
+                out.stderr.contains("mounts[7]"),
+                "{dest}: error should name the mount: {}",
+                out.stderr
+            );
+        }
+        env.assert_nothing_left(&id, &b);
+    }
+}
+
+pub fn missing_binary() {
+    let env = Env::new("missing_binary");
+    refused(&env, &env.config(&["/bin/no-such-binary"]), &["no-such-binary", "process.args"]);
+    refused(&env, &env.config(&["no-such-command"]), &["no-such-command", "process.args"]);
+    // Not executable.
+    refused(&env, &env.config(&["/etc/passwd"]), &["/etc/passwd"]);
+}
+
+pub fn empty_args() {
+    let env = Env::new("empty_args");
+    let c = env.config(&[]);
+    refused(&env, &c, &["process.args"]);
+    let mut c = env.config(&["true"]);
+    c["process"]["args"] = json!([""]);
+    refused(&env, &c, &["process.args"]);
+}
+
+pub fn relative_hook_path() {
+    let env = Env::new("relative_hook");
+    let mut c = env.config(&["true"]);
+    c["hooks"] = json!({"prestart": [{"path": "bin/true"}]});
+    refused(&env, &c, &["hooks.prestart[0].path"]);
+}
+
+pub fn oci_version_2() {
+    let env = Env::new("oci_version");
+    let mut c = env.config(&["true"]);
+    c["ociVersion"] = json!("2.0.0");
+    refused(&env, &c, &["ociVersion", "2.0.0"]);
+}
