@@ -84,6 +84,20 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Restore a container (not supported)
     Restore(CheckpointArgs),
+    /// Images: import, bundle, ls, rm, gc, diff
+    Image(ImageArgs),
+    /// Built-in OCI hooks (`hook network up|down`: reads the container state on stdin)
+    Hook(HookArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HookArgs {
+    /// Which hook: network
+    #[arg(value_parser = ["network"])]
+    pub kind: String,
+    /// up (a createRuntime hook) or down (a poststop hook)
+    #[arg(value_parser = ["up", "down"])]
+    pub action: String,
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +218,9 @@ pub struct SpecArgs {
     /// A spec for a rootless container
     #[arg(long)]
     pub rootless: bool,
+    /// Add tinyrt's network hooks and the resolv.conf/hosts/hostname mounts
+    #[arg(long)]
+    pub network: bool,
 }
 
 #[derive(Args, Debug)]
@@ -371,6 +388,64 @@ pub struct EventsArgs {
 pub struct CheckpointArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub rest: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    /// The image store (default: $TINYRT_IMAGE_ROOT, else /var/lib/tinyrt)
+    #[arg(long, global = true)]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub verb: ImageVerb,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageVerb {
+    /// Import a docker-archive tarball or an OCI layout (docker-archive:PATH, oci:DIR[:REF], or a path)
+    Import {
+        /// Also name the image so
+        #[arg(long)]
+        name: Option<String>,
+        /// In an OCI layout with several images: the ref.name to import
+        #[arg(long = "ref")]
+        reference: Option<String>,
+        /// No progress line
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        source: String,
+    },
+    /// Write a bundle (config.json and an empty rootfs mount point) for an image
+    Bundle { image: String, dir: PathBuf },
+    /// List images (or layers, bundles, container upper dirs)
+    Ls {
+        #[arg(long, conflicts_with_all = ["bundles", "containers"])]
+        layers: bool,
+        #[arg(long, conflicts_with = "containers")]
+        bundles: bool,
+        #[arg(long)]
+        containers: bool,
+        /// table or json
+        #[arg(short = 'f', long, default_value = "table")]
+        format: String,
+    },
+    /// Remove images (by name or id), then collect unused layers
+    Rm {
+        /// The arguments are bundle dirs made by `image bundle`
+        #[arg(long, conflicts_with = "upper")]
+        bundle: bool,
+        /// The arguments are kept container upper dirs (key or container id)
+        #[arg(long)]
+        upper: bool,
+        /// Do not collect layers afterwards
+        #[arg(long = "no-gc")]
+        no_gc: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove layers no image, bundle or container uses
+    Gc,
+    /// Write a container's upper dir as a layer tar (whiteouts as .wh. entries); - for stdout
+    Diff { container: String, output: PathBuf },
 }
 
 #[cfg(test)]

@@ -27,6 +27,14 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 1 } else { 0 };
         }
     };
+    // Before the log file or anything else is opened: fds 3.. the container is promised.
+    let preserve = match &cli.command {
+        Some(Command::Create(a)) => a.c.preserve_fds,
+        Some(Command::Run(a)) => a.c.preserve_fds,
+        Some(Command::Exec(a)) => a.preserve_fds,
+        _ => 0,
+    };
+    crate::linux::fds::reserve(3, preserve);
     log::init(cli.log.as_deref(), &cli.log_format, cli.debug);
     if cli.version {
         print!("{}", args::version_text());
@@ -121,6 +129,13 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
         Command::Checkpoint(_) => not_yet("checkpoint"),
         Command::Restore(_) => not_yet("restore"),
+        Command::Image(a) => image(a),
+        Command::Hook(a) => {
+            let mut state = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut state).context("reading the container state from stdin")?;
+            crate::net::hook(&a.action, &state)?;
+            Ok(0)
+        }
     }
 }
 
@@ -178,7 +193,158 @@ fn spec(a: &args::SpecArgs) -> Result<i32> {
     if path.exists() {
         bail!("File {} exists. Remove it first", path.display());
     }
-    let v = lib::spec::default_spec(a.rootless, nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    let mut v = lib::spec::default_spec(a.rootless, nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    if a.network {
+        if a.rootless {
+            bail!("--network needs root (it creates a bridge and firewall rules): not with --rootless");
+        }
+        let exe = std::env::current_exe().context("finding the tinyrt binary for the network hooks")?;
+        crate::net::add_to_spec(&mut v, &exe);
+        let files = dir.join(crate::net::dns::BUNDLE_DIR);
+        std::fs::create_dir_all(&files).with_context(|| format!("creating {}", files.display()))?;
+        for f in crate::net::dns::FILES {
+            std::fs::write(files.join(f), "").with_context(|| format!("writing {}", files.join(f).display()))?;
+        }
+    }
     std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+    Ok(0)
+}
+
+/// `tinyrt image VERB`: the image store (`crate::image`).
+fn image(a: &args::ImageArgs) -> Result<i32> {
+    use crate::image::{self as img, ImageStore};
+    use args::ImageVerb as V;
+    let root = img::root_from(a.store.as_deref());
+    let store = ImageStore::open(&root).with_context(|| format!("image store {}", root.display()))?;
+    let mut out = std::io::stdout().lock();
+    match &a.verb {
+        V::Import {
+            name,
+            reference,
+            quiet,
+            source,
+        } => {
+            let o = img::import::ImportOpts {
+                name: name.clone(),
+                reference: reference.clone(),
+                progress: !quiet,
+            };
+            for r in img::import::import(&store, source, &o).with_context(|| format!("import {source}"))? {
+                let name = r.image.names.first().cloned().unwrap_or_default();
+                writeln!(
+                    out,
+                    "{} {name} layers={} unpacked={} bytes={}",
+                    r.image.id, r.layers_total, r.layers_unpacked, r.bytes_read
+                )?;
+            }
+        }
+        V::Bundle { image, dir } => {
+            let d = img::config::make_bundle(&store, image, dir).with_context(|| format!("bundle {image}"))?;
+            writeln!(out, "{}", d.display())?;
+        }
+        V::Ls {
+            layers,
+            bundles,
+            containers,
+            format,
+        } => {
+            let rows: Vec<serde_json::Value> = if *layers {
+                let all = store.images()?;
+                store
+                    .layers()?
+                    .into_iter()
+                    .map(|(l, dir)| {
+                        let users = all.iter().filter(|i| i.layers.contains(&l.diff_id)).count();
+                        serde_json::json!({"diff_id": l.diff_id, "size": l.size, "entries": l.entries, "images": users, "dir": dir})
+                    })
+                    .collect()
+            } else if *bundles {
+                store
+                    .bundles()?
+                    .into_iter()
+                    .map(|b| serde_json::json!({"dir": b.dir, "image": b.image, "created": b.created}))
+                    .collect()
+            } else if *containers {
+                store
+                    .containers()?
+                    .into_iter()
+                    .map(|c| {
+                        serde_json::json!({"key": c.key, "id": c.id, "mounted": img::store::is_mountpoint(&c.rootfs),
+                            "keep_upper": c.keep_upper, "rootfs": c.rootfs, "upper": store.container_dir(&c.key).join("upper")})
+                    })
+                    .collect()
+            } else {
+                store
+                    .images()?
+                    .into_iter()
+                    .map(|i| serde_json::json!({"id": i.id, "names": i.names, "layers": i.layers.len(), "created": i.created}))
+                    .collect()
+            };
+            match format.as_str() {
+                "json" => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
+                "table" => {
+                    for r in &rows {
+                        let cells: Vec<String> = r
+                            .as_object()
+                            .map(|o| {
+                                o.iter()
+                                    .map(|(k, v)| match v {
+                                        serde_json::Value::String(s) => format!("{k}={s}"),
+                                        v => format!("{k}={v}"),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        writeln!(out, "{}", cells.join("  "))?;
+                    }
+                }
+                f => bail!("--format: invalid value {f:?} (table or json)"),
+            }
+        }
+        V::Rm {
+            bundle,
+            upper,
+            no_gc,
+            names,
+        } => {
+            for n in names {
+                if *bundle {
+                    store
+                        .remove_bundle(std::path::Path::new(n))
+                        .with_context(|| format!("rm bundle {n}"))?;
+                } else if *upper {
+                    let c = store.find_container(n)?;
+                    if img::store::is_mountpoint(&c.rootfs) {
+                        bail!("rm {n}: {} is still mounted", c.rootfs.display());
+                    }
+                    store.remove_container(&c.key)?;
+                } else {
+                    let r = store.remove_image(n).with_context(|| format!("rm {n}"))?;
+                    writeln!(out, "removed {n} ({})", r.id)?;
+                }
+            }
+            if !no_gc {
+                let g = store.gc()?;
+                writeln!(out, "layers removed: {}, bytes freed: {}", g.layers_removed.len(), g.bytes_freed)?;
+            }
+        }
+        V::Gc => {
+            let g = store.gc()?;
+            for l in &g.layers_removed {
+                writeln!(out, "removed layer {l}")?;
+            }
+            writeln!(out, "layers removed: {}, bytes freed: {}", g.layers_removed.len(), g.bytes_freed)?;
+        }
+        V::Diff { container, output } => {
+            let c = store.find_container(container)?;
+            let upper = store.container_dir(&c.key).join("upper");
+            if output.as_os_str() == "-" {
+                img::overlay::diff_upper(&upper, &mut out)?;
+            } else {
+                let f = std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
+                img::overlay::diff_upper(&upper, std::io::BufWriter::new(f)).with_context(|| format!("writing {}", output.display()))?;
+            }
+        }
+    }
     Ok(0)
 }

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of runc-compatible runtimes (tinyrt, runc, crun, ...).
+
+Runs every metric in interleaved rounds (runtime A, B, C, then again) on the same bundles and
+prints medians, p90 and the ratio to a reference runtime (crun by default). It is a report, never
+a pass/fail test. It becomes a child subreaper and reaps everything it starts (PID 1 on these
+machines does not reap orphans), and kills what gets stuck.
+
+crun refuses hybrid cgroup hosts (a cgroup2 mount holding controllers next to v1). With
+--hide-unified the whole benchmark re-runs itself in a private mount namespace where the
+cgroup2 mount at /sys/fs/cgroup/unified is unmounted, so every runtime sees the same pure-v1
+layout (the host's mounts are untouched).
+
+usage: bench/bench.py [--rounds N] [--ref crun] [--hide-unified] NAME=PATH [NAME=PATH...]
+   e.g. sudo bench/bench.py --hide-unified tinyrt=target/release/tinyrt runc=/usr/sbin/runc crun=/usr/bin/crun
+"""
+import argparse, ctypes, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
+
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def reap():
+    try:
+        while True:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return
+    except ChildProcessError:
+        pass
+
+
+def timed(cmd, timeout=30):
+    """Run cmd; return (milliseconds, max RSS in KB of it and its waited-for children)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = t0 + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            p.kill()
+            os.wait4(p.pid, 0)
+            raise RuntimeError(f"timed out: {' '.join(cmd)}")
+        time.sleep(0.0002)
+    ms = (time.perf_counter() - t0) * 1000
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {err.strip()}")
+    return ms, ru.ru_maxrss
+
+
+def make_rootfs(dst):
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run(["sh", os.path.join(here, "..", "bundle-examples", "mkrootfs.sh"), dst], check=True, stdout=subprocess.DEVNULL)
+
+
+def make_bundle(base, name, rootfs, tinyrt, tweak):
+    b = os.path.join(base, name)
+    os.makedirs(b)
+    subprocess.run([tinyrt, "spec", "--bundle", b], check=True)
+    with open(os.path.join(b, "config.json")) as f:
+        c = json.load(f)
+    c["root"]["path"] = rootfs
+    c["process"]["terminal"] = False
+    c["process"]["args"] = ["/bin/true"]
+    tweak(c)
+    with open(os.path.join(b, "config.json"), "w") as f:
+        json.dump(c, f)
+    return b
+
+
+def tweak_default(c):
+    pass
+
+
+def tweak_allns(c):
+    c["linux"]["namespaces"] = [{"type": t} for t in ["pid", "network", "ipc", "uts", "mount", "cgroup", "user"]]
+    c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    c["mounts"] = [m for m in c["mounts"] if m["type"] not in ("cgroup",)]
+
+
+def tweak_memory(c):
+    c["linux"].setdefault("resources", {})["memory"] = {"limit": 256 << 20}
+
+
+def tweak_sleep(c):
+    c["process"]["args"] = ["sleep", "3600"]
+
+
+def pctl(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=100, help="containers in the batch metric (0: skip)")
+    ap.add_argument("--ref", default="crun")
+    ap.add_argument("--hide-unified", action="store_true")
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("runtimes", nargs="+", metavar="NAME=PATH")
+    a = ap.parse_args()
+    if a.hide_unified and os.environ.get("TINYRT_BENCH_NS") != "1":
+        os.environ["TINYRT_BENCH_NS"] = "1"
+        inner = f"umount /sys/fs/cgroup/unified 2>/dev/null; exec {sys.executable} " + " ".join(map(lambda s: "'" + s + "'", sys.argv))
+        os.execvp("unshare", ["unshare", "-m", "--propagation", "private", "sh", "-c", inner])
+    rts = [(n, os.path.abspath(p) if os.sep in p else shutil.which(p) or p) for n, p in (r.split("=", 1) for r in a.runtimes)]
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    tinyrt = next((p for n, p in rts if n == "tinyrt"), rts[0][1])
+    work = tempfile.mkdtemp(prefix="tinyrt-bench-")
+    os.chmod(work, 0o755)  # the user-namespace bundle is reached as an unprivileged host uid
+    results = {}  # metric -> runtime -> [values]
+    try:
+        rootfs = os.path.join(work, "rootfs")
+        make_rootfs(rootfs)
+        bundles = {
+            "default": make_bundle(work, "default", rootfs, tinyrt, tweak_default),
+            "allns": make_bundle(work, "allns", rootfs, tinyrt, tweak_allns),
+            "memory": make_bundle(work, "memory", rootfs, tinyrt, tweak_memory),
+            "sleep": make_bundle(work, "sleep", rootfs, tinyrt, tweak_sleep),
+        }
+        roots = {n: os.path.join(work, "root-" + n) for n, _ in rts}
+
+        def rec(metric, rt, v):
+            results.setdefault(metric, {}).setdefault(rt, []).append(v)
+
+        n = 0
+        for r in range(a.rounds):
+            for name, path in rts:
+                R = [path, "--root", roots[name]]
+                n += 1
+                cid = f"b{n}"
+                for variant in ("default", "allns", "memory"):
+                    ms, _ = timed(R + ["run", "--bundle", bundles[variant], cid + variant])
+                    rec(f"run /bin/true ({variant})", name, ms)
+                ms, rss = timed(R + ["create", "--bundle", bundles["default"], cid])
+                rec("create", name, ms)
+                rec("create peak RSS (KB)", name, rss)
+                rec("state", name, timed(R + ["state", cid])[0])
+                rec("start", name, timed(R + ["start", cid])[0])
+                for _ in range(2000):
+                    out = subprocess.run(R + ["state", cid], capture_output=True, text=True).stdout
+                    if '"stopped"' in out:
+                        break
+                    time.sleep(0.001)
+                rec("delete", name, timed(R + ["delete", cid])[0])
+                sid = cid + "s"
+                timed(R + ["run", "--detach", "--bundle", bundles["sleep"], sid])
+                rec("exec /bin/true", name, timed(R + ["exec", sid, "/bin/true"])[0])
+                timed(R + ["delete", "--force", sid])
+                reap()
+        if a.batch:
+            for name, path in rts:
+                R = [path, "--root", roots[name]]
+                t0 = time.perf_counter()
+                for i in range(a.batch):
+                    timed(R + ["run", "--detach", "--bundle", bundles["sleep"], f"batch{i}"])
+                rec(f"{a.batch} containers create+start (s)", name, time.perf_counter() - t0)
+                rec(f"list with {a.batch} containers", name, statistics.median(timed(R + ["list"])[0] for _ in range(20)))
+                for i in range(a.batch):
+                    timed(R + ["delete", "--force", f"batch{i}"])
+                reap()
+    finally:
+        for name, path in rts:
+            root = os.path.join(work, "root-" + name)
+            if os.path.isdir(root):
+                for cid in os.listdir(root):
+                    subprocess.run([path, "--root", root, "delete", "--force", cid], capture_output=True)
+        reap()
+        shutil.rmtree(work, ignore_errors=True)
+
+    names = [n for n, _ in rts]
+    ref = a.ref if a.ref in names else None
+    head = f"| metric | " + " | ".join(f"{n} median (p90)" for n in names) + (" | " + " | ".join(f"{n}/{ref}" for n in names if n != ref) if ref else "") + " |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for metric, per in results.items():
+        med = {n: statistics.median(v) for n, v in per.items()}
+        cells = [f"{med[n]:.2f} ({pctl(per[n], 90):.2f})" for n in names]
+        ratios = [f"{med[n] / med[ref]:.2f}x" for n in names if n != ref] if ref else []
+        print(f"| {metric} | " + " | ".join(cells + ratios) + " |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f)
+
+
+if __name__ == "__main__":
+    main()
