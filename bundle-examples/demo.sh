@@ -119,19 +119,28 @@ echo
 echo "--- mounts (/proc/self/mounts)"
 cat /proc/self/mounts
 echo
-echo "--- network interfaces (ip addr)"
+echo "--- network (tinyrt's built-in hook: a veth on the tinyrt0 bridge, NAT to the outside)"
 ip addr
+ip route
+echo "--- /etc/hosts"
+cat /etc/hosts
+echo "--- /etc/resolv.conf"
+cat /etc/resolv.conf
+gw=$(ip route | awk '/^default/ { print $3 }')
+echo "--- the host at $gw over the veth: a TCP connect to its closed port 9 is refused, so the host answered"
+nc -w 2 "$gw" 9 </dev/null 2>&1 && echo "connected" || echo "(answered: the host is reachable)"
 SCRIPT
 
-say "writing config.json: tinyrt spec, then terminal false, hostname tinyrt-demo, args [\"sh\", \"/demo.sh\"]"
-"$rt" spec --bundle "$bundle"
+say "writing config.json: tinyrt spec --network (network hooks + resolv.conf/hosts/hostname mounts), then terminal false, hostname tinyrt-demo, args [\"sh\", \"/demo.sh\"]"
+"$rt" spec --network --bundle "$bundle"
 # `tinyrt spec` pretty-prints one key per line, so the edits are line edits.
 awk '
     /^ *"terminal": true,?$/ { sub(/true/, "false") }
     /^ *"hostname": "[^"]*",?$/ { sub(/: "[^"]*"/, ": \"tinyrt-demo\"") }
     skip && /^ *\],?$/ { skip = 0 }
     skip { next }
-    /^ *"args": \[$/ { print; print "      \"sh\","; print "      \"/demo.sh\""; skip = 1; next }
+    /^  "process": \{$/ { inproc = 1 }
+    inproc && !done && /^ *"args": \[$/ { print; print "      \"sh\","; print "      \"/demo.sh\""; skip = 1; done = 1; next }
     { print }
 ' "$bundle/config.json" >"$bundle/config.json.new"
 mv "$bundle/config.json.new" "$bundle/config.json"
@@ -144,8 +153,8 @@ echo
 echo "the host, for comparison:"
 for ns in /proc/self/ns/*; do printf '  %-18s %s\n' "${ns##*/}" "$(readlink "$ns")"; done
 say "tinyrt --root $state run --bundle $bundle $id"
-echo "(networking: tinyrt has no built-in network hook yet, so the container gets its own"
-echo " network namespace with only a loopback interface, lo, which starts down)"
+echo "(networking: the createRuntime hook 'tinyrt hook network up' gives the container eth0 on"
+echo " the tinyrt0 bridge; its poststop hook removes the veth, lease and rules at delete)"
 echo "------------------------------------------------------------------------ container"
 set +e
 "$rt" --root "$state" run --bundle "$bundle" "$id" </dev/null

@@ -14,6 +14,7 @@ mod hooks;
 mod isolation;
 mod lifecycle;
 mod process;
+mod runtime;
 
 use libtest_mimic::{Arguments, Trial};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -67,6 +68,18 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
         ("fs_readonly_paths", filesystem::readonly_paths, false),
         ("fs_sysctl", filesystem::sysctl, false),
         ("fs_hostname_domainname", filesystem::hostname_domainname, false),
+        // runtime verbs and resources (exec, ps, pause, update, events, seccomp, features)
+        ("runtime_exec_joins_the_container", runtime::exec_joins_the_container, false),
+        ("runtime_exec_process_json_and_detach", runtime::exec_process_json_and_detach, false),
+        ("runtime_exec_bad_input", runtime::exec_bad_input, false),
+        ("runtime_pause_resume", runtime::pause_resume, false),
+        ("runtime_resources_and_update", runtime::resources_and_update, false),
+        ("runtime_resources_bad_value", runtime::resources_bad_value, false),
+        ("runtime_devices_cgroup_denies", runtime::devices_cgroup_denies, false),
+        ("runtime_seccomp_enforced", runtime::seccomp_enforced, false),
+        ("runtime_seccomp_bad_input", runtime::seccomp_bad_input, false),
+        ("runtime_events_stats", runtime::events_stats, false),
+        ("runtime_features_document", runtime::features_document, false),
         // process
         ("process_args", process::process_args, false),
         ("process_env", process::process_env, false),
