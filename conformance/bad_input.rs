@@ -155,3 +155,25 @@ pub fn oci_version_2() {
     c["ociVersion"] = json!("2.0.0");
     refused(&env, &c, &["ociVersion", "2.0.0"]);
 }
+
+/// The container cannot run the runtime's own binary through /proc/self/exe (runc
+/// CVE-2019-5736): neither as process.args[0] nor through a symlink in the rootfs.
+pub fn runtime_binary_refused() {
+    let env = Env::new("runtime_binary");
+    refused(&env, &env.config(&["/proc/self/exe"]), &["process.args[0]", "runtime binary"]);
+    let r = env.private_rootfs();
+    std::os::unix::fs::symlink("/proc/self/exe", r.join("bin/selfexe")).unwrap();
+    let mut c = env.config(&["selfexe"]);
+    c["root"]["path"] = json!(r);
+    refused(&env, &c, &["runtime binary"]);
+    // And exec into a running container is refused the same way.
+    let mut c = env.config(&["sleep", "3600"]);
+    c["root"]["path"] = json!(r);
+    let b = env.bundle(&c);
+    let id = env.id();
+    env.rt(&["run", "--detach", "--bundle", b.to_str().unwrap(), &id])
+        .expect_ok("run --detach");
+    env.adopt(env.state(&id)["pid"].as_i64().unwrap() as i32);
+    env.rt(&["exec", &id, "/proc/self/exe", "--version"])
+        .expect_err("exec /proc/self/exe", "runtime binary");
+}

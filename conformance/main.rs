@@ -109,6 +109,7 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
         ("bad_empty_args", bad_input::empty_args, false),
         ("bad_relative_hook_path", bad_input::relative_hook_path, false),
         ("bad_oci_version_2", bad_input::oci_version_2, false),
+        ("bad_runtime_binary_refused", bad_input::runtime_binary_refused, false),
         // engine command lines
         ("engine_docker_flow", engine::engine_docker_flow, false),
         ("engine_run_rm_fg", engine::engine_run_rm_fg, false),
