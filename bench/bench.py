@@ -32,8 +32,11 @@ def reap():
 
 def timed(cmd, timeout=30):
     """Run cmd; return (milliseconds, max RSS in KB of it and its waited-for children)."""
+    # stderr goes to a file, not a pipe: a container started by `create` inherits it, and a
+    # pipe would only reach end-of-file when the container exits.
+    errf = tempfile.TemporaryFile()
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
     deadline = t0 + timeout
     while True:
         pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -46,11 +49,49 @@ def timed(cmd, timeout=30):
         time.sleep(0.0002)
     ms = (time.perf_counter() - t0) * 1000
     p.returncode = os.waitstatus_to_exitcode(status)
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
+    errf.seek(0)
+    err = errf.read().decode(errors="replace")
+    errf.close()
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {err.strip()}")
     return ms, ru.ru_maxrss
+
+
+RSS_HELPER = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+/* Run argv[1..] and print its peak RSS in KB. A small C parent, because a child forked from
+   Python starts with Python's RSS as its high-water mark (it survives the exec). */
+int main(int argc, char **argv) {
+    pid_t p = fork();
+    if (p == 0) {
+        /* The container inherits stdio: keep our stdout (the answer) away from it. */
+        int n = open("/dev/null", O_RDWR);
+        dup2(n, 0); dup2(n, 1); dup2(n, 2);
+        execv(argv[1], argv + 1); _exit(127);
+    }
+    int st; struct rusage ru;
+    if (wait4(p, &st, 0, &ru) < 0) return 1;
+    printf("%ld\n", ru.ru_maxrss);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+"""
+
+
+def rss_helper(work):
+    src, exe = os.path.join(work, "rss.c"), os.path.join(work, "rss")
+    with open(src, "w") as f:
+        f.write(RSS_HELPER)
+    subprocess.run(["cc", "-O2", "-o", exe, src], check=True)
+    return exe
+
+
+def peak_rss(helper, cmd):
+    out = subprocess.run([helper] + cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=True)
+    return int(out.stdout.split()[-1])
 
 
 def make_rootfs(dst):
@@ -117,6 +158,7 @@ def main():
     os.chmod(work, 0o755)  # the user-namespace bundle is reached as an unprivileged host uid
     results = {}  # metric -> runtime -> [values]
     try:
+        helper = rss_helper(work)
         rootfs = os.path.join(work, "rootfs")
         make_rootfs(rootfs)
         bundles = {
@@ -139,9 +181,11 @@ def main():
                 for variant in ("default", "allns", "memory"):
                     ms, _ = timed(R + ["run", "--bundle", bundles[variant], cid + variant])
                     rec(f"run /bin/true ({variant})", name, ms)
-                ms, rss = timed(R + ["create", "--bundle", bundles["default"], cid])
+                ms, _ = timed(R + ["create", "--bundle", bundles["default"], cid])
                 rec("create", name, ms)
-                rec("create peak RSS (KB)", name, rss)
+                rss_id = cid + "r"
+                rec("create peak RSS (KB)", name, peak_rss(helper, R + ["create", "--bundle", bundles["default"], rss_id]))
+                timed(R + ["delete", "--force", rss_id])
                 rec("state", name, timed(R + ["state", cid])[0])
                 rec("start", name, timed(R + ["start", cid])[0])
                 for _ in range(2000):
