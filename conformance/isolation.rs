@@ -139,3 +139,19 @@ pub fn ns_join_by_path() {
     env.rt(&["delete", &id1]).expect_ok("delete");
     env.wait_exit(pid1, T);
 }
+
+/// Without a cgroup namespace the cgroup mount binds the container's own cgroup directories
+/// (read-only): the container lists its own processes there, not the host's.
+pub fn cgroup_mount_without_namespace() {
+    let env = Env::new("cgroup_mount_no_ns");
+    let out = env.sh(
+        "cat /sys/fs/cgroup/pids/cgroup.procs | wc -l; touch /sys/fs/cgroup/pids/x 2>/dev/null && echo writable || echo read-only",
+        |c| {
+            drop_ns(c, "cgroup");
+        },
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let n: usize = lines[0].trim().parse().unwrap();
+    assert!((1..10).contains(&n), "the container sees {n} processes in its pids cgroup: {out}");
+    assert_eq!(lines[1], "read-only", "{out}");
+}

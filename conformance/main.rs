@@ -54,6 +54,11 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
         ("isolation_ns_user", isolation::ns_user, false),
         ("isolation_ns_time", isolation::ns_time, false),
         ("isolation_ns_join_by_path", isolation::ns_join_by_path, false),
+        (
+            "isolation_cgroup_mount_without_namespace",
+            isolation::cgroup_mount_without_namespace,
+            false,
+        ),
         // filesystem
         ("fs_mount_tmpfs_options", filesystem::mount_tmpfs_options, false),
         ("fs_mount_bind_rw", filesystem::mount_bind_rw, false),

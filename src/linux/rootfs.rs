@@ -241,12 +241,13 @@ fn bind_mount(cx: &RootfsCtx, root: &OwnedFd, m: &Mount, opts: &MountOpts) -> Re
 /// cgroup directory is bound there.
 fn mount_cgroup(root: &OwnedFd, dest: &Path, opts: &MountOpts, cgroupns: bool) -> Result<()> {
     let target = resolve_create(root, dest, Make::Dir, 0o755)?;
-    let hier = host_cgroup_mounts()?;
+    let hier = crate::cgroups::hierarchies();
     let flags = opts.flags & !(MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_REC);
     let own = own_cgroups();
-    let unified_only = hier.iter().all(|h| h.fstype == "cgroup2") && hier.iter().any(|h| h.mountpoint == "/sys/fs/cgroup");
+    let unified_only = hier.iter().all(|h| h.v2) && hier.iter().any(|h| h.mountpoint == Path::new("/sys/fs/cgroup"));
     if unified_only {
-        return mount_hierarchy(&fd_path(&target), "cgroup2", "", flags, cgroupns, own.get("").map(String::as_str));
+        drop(target);
+        return mount_hierarchy(root, dest, "cgroup2", "", flags, cgroupns, own.get("").map(String::as_str));
     }
     mount(
         Some("tmpfs"),
@@ -258,92 +259,68 @@ fn mount_cgroup(root: &OwnedFd, dest: &Path, opts: &MountOpts, cgroupns: bool) -
     .ctx(|| "mounting the tmpfs for cgroup hierarchies")?;
     let top = open_in_root_follow(root, dest, OFlag::O_PATH).ctx(|| "reopening destination")?;
     for h in &hier {
-        let Some(name) = Path::new(&h.mountpoint).file_name() else {
+        let Some(name) = h.mountpoint.file_name() else {
             continue;
         };
-        if h.mountpoint == "/sys/fs/cgroup" {
+        if h.mountpoint == Path::new("/sys/fs/cgroup") {
             continue;
         }
-        let sub = resolve_create(&top, Path::new(name), Make::Dir, 0o755)?;
-        let key = if h.fstype == "cgroup2" {
-            String::new()
-        } else {
-            h.controllers.clone()
-        };
+        resolve_create(&top, Path::new(name), Make::Dir, 0o755)?;
+        let key = if h.v2 { String::new() } else { h.controllers.clone() };
         mount_hierarchy(
-            &fd_path(&sub),
-            &h.fstype,
+            &top,
+            Path::new(name),
+            if h.v2 { "cgroup2" } else { "cgroup" },
             &h.controllers,
             flags,
             cgroupns,
             own.get(&key).map(String::as_str),
         )
         .map_err(|e| super::SysError {
-            what: format!("{}: {}", h.mountpoint, e.what),
+            what: format!("{}: {}", h.mountpoint.display(), e.what),
             errno: e.errno,
         })?;
     }
     if flags.contains(MsFlags::MS_RDONLY) {
         remount_locked(&fd_path(&top), MsFlags::MS_RDONLY).ctx(|| "remounting the cgroup tmpfs read-only")?;
-        // remount_locked is for binds; a tmpfs needs a plain remount.
     }
     Ok(())
 }
 
-fn mount_hierarchy(target: &str, fstype: &str, controllers: &str, flags: MsFlags, cgroupns: bool, own: Option<&str>) -> Result<()> {
+/// Mount one hierarchy at `rel` under `dir` (made already).
+fn mount_hierarchy(
+    dir: &OwnedFd,
+    rel: &Path,
+    fstype: &str,
+    controllers: &str,
+    flags: MsFlags,
+    cgroupns: bool,
+    own: Option<&str>,
+) -> Result<()> {
+    let fd = open_in_root_follow(dir, rel, OFlag::O_PATH).ctx(|| "opening the mount point")?;
+    let target = fd_path(&fd);
+    let target = target.as_str();
     if cgroupns {
         let data = if controllers.is_empty() { None } else { Some(controllers) };
         return mount(Some(fstype), target, Some(fstype), flags, data).ctx(|| format!("mounting {fstype} {controllers}"));
     }
     // No cgroup namespace: show the container its own cgroup directory.
-    let host = host_cgroup_mounts()?
+    let v2 = fstype == "cgroup2";
+    let host = crate::cgroups::hierarchies()
         .into_iter()
-        .find(|h| h.fstype == fstype && (fstype == "cgroup2" || h.controllers == controllers))
-        .map(|h| h.mountpoint);
+        .find(|h| h.v2 == v2 && (v2 || h.controllers == controllers))
+        .map(|h| h.mountpoint.display().to_string());
     let Some(mp) = host else {
         return refuse(format!("no host {fstype} mount for {controllers:?}"));
     };
     let src = format!("{mp}{}", own.unwrap_or("/"));
     mount(Some(src.as_str()), target, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE).ctx(|| format!("binding {src}"))?;
     if !(flags & !MsFlags::MS_REC).is_empty() {
-        remount_locked(target, flags).ctx(|| format!("remounting {src}"))?;
+        // The options go on the new bind mount: reopen the path to reach it.
+        let bound = open_in_root_follow(dir, rel, OFlag::O_PATH).ctx(|| "reopening the mount point")?;
+        remount_locked(&fd_path(&bound), flags & !MsFlags::MS_REC).ctx(|| format!("remounting {src}"))?;
     }
     Ok(())
-}
-
-struct CgroupMount {
-    mountpoint: String,
-    fstype: String,
-    /// The superblock options naming the controllers ("cpu", "name=systemd"); empty on cgroup2.
-    controllers: String,
-}
-
-fn host_cgroup_mounts() -> Result<Vec<CgroupMount>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading /proc/self/mountinfo")?;
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
-        let mut post = post.split(' ');
-        let fstype = post.next().unwrap_or("");
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        let _src = post.next();
-        let superopts = post.next().unwrap_or("");
-        let mountpoint = pre.split(' ').nth(4).unwrap_or("").to_string();
-        let controllers = superopts
-            .split(',')
-            .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent") && *o != "clone_children" && *o != "nsdelegate")
-            .filter(|_| fstype == "cgroup")
-            .collect::<Vec<_>>()
-            .join(",");
-        out.push(CgroupMount {
-            mountpoint,
-            fstype: fstype.into(),
-            controllers,
-        });
-    }
-    Ok(out)
 }
 
 /// The calling process's cgroup per hierarchy, keyed by controller list ("" for cgroup2).
