@@ -157,15 +157,7 @@ pub fn exec(store: &Store, o: &ExecOpts) -> Result<i32> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     if !o.detach {
-        for s in [
-            Signal::SIGHUP,
-            Signal::SIGINT,
-            Signal::SIGQUIT,
-            Signal::SIGTERM,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-            Signal::SIGWINCH,
-        ] {
+        for s in super::run::FORWARD {
             set.add(s);
         }
     }

@@ -18,8 +18,8 @@ pub struct RunOpts {
     pub keep: bool,
 }
 
-/// Signals `run` forwards to the container's init.
-const FORWARD: [Signal; 8] = [
+/// Signals `run` (and `exec` in the foreground) forward to the container's process.
+pub(super) const FORWARD: [Signal; 8] = [
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,
