@@ -1,8 +1,8 @@
 //! Images end to end, no registry: a docker-archive tarball and an OCI layout written here
 //! (a busybox rootfs layer plus layers that add, change and delete files, with an opaque
-//! dir), imported with `tinyrt image import`, bundled with `tinyrt image bundle`, mounted
-//! with `tinyrt::image::overlay::mount_rootfs` (until create calls it) and run with
-//! `tinyrt run`. Needs root, overlayfs and busybox-static.
+//! dir), imported with `tinyrt image import`, bundled with `tinyrt image bundle`, and run
+//! with tinyrt, whose `create` mounts the overlay rootfs and whose `delete` unmounts it.
+//! Needs root, overlayfs and busybox-static.
 
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tinyrt::image::overlay::{OverlayMount, mount_rootfs, unmount_rootfs};
+use tinyrt::image::overlay::{container_key, lowers_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tinyrt");
 
@@ -229,28 +229,108 @@ fn annotations(bundle: &Path) -> HashMap<String, String> {
     serde_json::from_value(spec_of(bundle)["annotations"].clone()).unwrap()
 }
 
-/// `tinyrt run` the bundle with `args`; its stdout.
-fn run(t: &TestDir, bundle: &Path, id: &str, args: &[&str]) -> String {
+/// Output of a `tinyrt --root R ...` command.
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// `tinyrt --root R args...`, stdin from /dev/null and stdout/stderr to files of the test
+/// (a detached container's init inherits them: a pipe would not reach EOF while it lives).
+fn rt(t: &TestDir, args: &[&str]) -> Out {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (out, err) = (t.p(&format!("cmd{n}.out")), t.p(&format!("cmd{n}.err")));
+    let status = Command::new(BIN)
+        .arg("--root")
+        .arg(t.root())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .status()
+        .unwrap();
+    reap();
+    Out {
+        ok: status.success(),
+        stdout: std::fs::read_to_string(&out).unwrap(),
+        stderr: std::fs::read_to_string(&err).unwrap(),
+    }
+}
+
+fn rt_ok(t: &TestDir, args: &[&str]) -> String {
+    let o = rt(t, args);
+    assert!(o.ok, "tinyrt {args:?}: {}", o.stderr);
+    o.stdout
+}
+
+fn set_args(bundle: &Path, args: &[&str]) {
     let mut spec = spec_of(bundle);
     spec["process"]["args"] = serde_json::json!(args);
     std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-    let out = Command::new(BIN)
-        .arg("--root")
-        .arg(t.root())
-        .args(["run", "-b"])
-        .arg(bundle)
-        .arg(id)
-        .output()
-        .unwrap();
-    reap();
-    assert!(out.status.success(), "run {id} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
-fn mount(t: &TestDir, bundle: &Path, id: &str) -> OverlayMount {
-    mount_rootfs(&annotations(bundle), &bundle.join("rootfs"), &t.root().join(id))
-        .expect("mount_rootfs")
-        .expect("the bundle declares an overlay")
+/// `tinyrt run` the bundle with `args` in the foreground (create mounts the overlay, the
+/// delete at the end unmounts it); its stdout.
+fn run(t: &TestDir, bundle: &Path, id: &str, args: &[&str]) -> String {
+    set_args(bundle, args);
+    rt_ok(t, &["run", "-b", bundle.to_str().unwrap(), id])
+}
+
+/// A long-running container of the bundle (`sleep 3600`, `run --detach`), for `exec`.
+fn start_sleeper(t: &TestDir, bundle: &Path, id: &str) {
+    set_args(bundle, &["sleep", "3600"]);
+    rt_ok(t, &["run", "--detach", "-b", bundle.to_str().unwrap(), id]);
+    let st: serde_json::Value = serde_json::from_str(&rt_ok(t, &["state", id])).unwrap();
+    assert_eq!(st["status"], "running", "{st}");
+}
+
+/// `tinyrt exec ID sh -c CMD`; its stdout.
+fn exec(t: &TestDir, id: &str, cmd: &str) -> String {
+    rt_ok(t, &["exec", id, "sh", "-c", cmd])
+}
+
+/// The container's upper and work dirs, where `mount_rootfs` puts them:
+/// `<store>/containers/<id>-<hash of the state dir>/`.
+fn upper_work(t: &TestDir, id: &str) -> (PathBuf, PathBuf) {
+    let d = t.store().join("containers").join(container_key(&t.root().join(id)));
+    (d.join("upper"), d.join("work"))
+}
+
+/// The overlay mounted on `rootfs` (from /proc/self/mountinfo): its upperdir and lower dirs
+/// (topmost first); None if `rootfs` is no overlay mount point.
+fn overlay_on(rootfs: &Path) -> Option<(PathBuf, Vec<PathBuf>)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let unescape = |s: &str| s.replace("\\040", " ").replace("\\072", ":").replace("\\054", ",");
+    let line = text.lines().rev().find(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        f.get(4).is_some_and(|m| Path::new(&unescape(m)) == rootfs)
+    })?;
+    let (_, sb) = line.split_once(" - ").unwrap();
+    let sb: Vec<&str> = sb.split(' ').collect();
+    if sb[0] != "overlay" {
+        return None;
+    }
+    let (mut upper, mut lowers) = (None, vec![]);
+    for opt in sb[2].split(',') {
+        match opt.split_once('=') {
+            Some(("upperdir", v)) => upper = Some(PathBuf::from(unescape(v))),
+            Some(("lowerdir", v)) => lowers.extend(v.split(':').map(|l| PathBuf::from(unescape(l)))),
+            Some(("lowerdir+", v)) => lowers.push(PathBuf::from(unescape(v))),
+            _ => {}
+        }
+    }
+    Some((upper.expect("an overlay with an upperdir"), lowers))
+}
+
+/// After `delete`: no overlay on the bundle's rootfs, no upper/work dir of the container.
+fn assert_gone(t: &TestDir, bundle: &Path, id: &str) {
+    assert!(overlay_on(&bundle.join("rootfs")).is_none(), "{id}: rootfs still mounted");
+    assert!(!mounts_under(&t.dir).contains(&bundle.join("rootfs")));
+    let (upper, work) = upper_work(t, id);
+    assert!(!upper.exists() && !work.exists(), "{id}: upper/work left: {}", upper.display());
+    assert!(!upper.parent().unwrap().exists());
 }
 
 #[test]
@@ -337,13 +417,29 @@ fn image_import_bundle_run() {
     assert_eq!(ann["org.opencontainers.image.stopSignal"], "SIGINT");
     assert_eq!(ann["io.tinyrt.rootfs.lower"].split(':').count(), 3);
 
-    // Two containers of one image: shared lower dirs, separate uppers.
-    let m1 = mount(&t, &b1, "c1");
-    let m2 = mount(&t, &b2, "c2");
-    assert_eq!(m1.lowers, m2.lowers);
-    assert_ne!(m1.upper, m2.upper);
-    assert_eq!(run(&t, &b1, "c1", &["cat", "/etc/hostname"]), "layer3\n");
-    let seen: BTreeSet<String> = run(&t, &b1, "c1", &["find", "/", "-xdev"]).lines().map(String::from).collect();
+    // Two containers of one image, long-running so that several commands see one upper:
+    // `create` mounts each overlay, on each bundle's rootfs. c2 keeps its upper at delete.
+    let mut spec = spec_of(&b2);
+    spec["annotations"]["io.tinyrt.rootfs.keep-upper"] = serde_json::json!("true");
+    std::fs::write(b2.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    start_sleeper(&t, &b1, "c1");
+    start_sleeper(&t, &b2, "c2");
+    // Shared lower dirs (the layers), separate uppers.
+    let lowers = lowers_of(&annotations(&b1)).unwrap().expect("an image bundle");
+    assert_eq!(lowers.len(), 3);
+    assert_eq!(lowers_of(&annotations(&b2)).unwrap().as_ref(), Some(&lowers));
+    let ((up1, work1), (up2, _)) = (upper_work(&t, "c1"), upper_work(&t, "c2"));
+    assert_ne!(up1, up2);
+    for (b, up) in [(&b1, &up1), (&b2, &up2)] {
+        let (mounted_upper, mounted_lowers) = overlay_on(&b.join("rootfs")).expect("create mounted the overlay");
+        assert_eq!(&mounted_upper, up);
+        if !mounted_lowers.is_empty() {
+            assert_eq!(mounted_lowers, lowers);
+        }
+        assert!(up.is_dir());
+    }
+    assert_eq!(exec(&t, "c1", "cat /etc/hostname"), "layer3\n");
+    let seen: BTreeSet<String> = exec(&t, "c1", "find / -xdev").lines().map(String::from).collect();
     let mut want: BTreeSet<String> = tree(&rootfs).into_iter().map(|p| format!("/{p}")).collect();
     want.insert("/".into());
     for p in [
@@ -367,55 +463,50 @@ fn image_import_bundle_run() {
         want.difference(&seen).collect::<Vec<_>>()
     );
     assert_eq!(
-        run(
-            &t,
-            &b1,
-            "c1",
-            &[
-                "sh",
-                "-c",
-                "cat /etc/hard; readlink /etc/link; stat -c %h /etc/hard; pwd; echo $FOO"
-            ]
-        ),
+        exec(&t, "c1", "cat /etc/hard; readlink /etc/link; stat -c %h /etc/hard; pwd; echo $FOO"),
         "layer3\nhostname\n2\n/data\nbar\n"
     );
     // Writes land in the container's upper dir, never in a layer, never in the other container.
-    run(&t, &b1, "c1", &["sh", "-c", "echo c1 > /data/written && rm /etc/group"]);
-    assert_eq!(std::fs::read_to_string(m1.upper.join("data/written")).unwrap(), "c1\n");
-    let wh = std::fs::symlink_metadata(m1.upper.join("etc/group")).unwrap();
+    exec(&t, "c1", "echo c1 > /data/written && rm /etc/group");
+    assert_eq!(std::fs::read_to_string(up1.join("data/written")).unwrap(), "c1\n");
+    let wh = std::fs::symlink_metadata(up1.join("etc/group")).unwrap();
     assert!(
         wh.file_type().is_char_device() && wh.rdev() == 0,
         "a deletion is a whiteout in the upper dir"
     );
-    for l in &m1.lowers {
+    for l in &lowers {
         assert!(!l.join("data/written").exists(), "a write reached layer {}", l.display());
     }
+    assert!(lowers[2].join("etc/group").exists(), "a deletion reached the bottom layer");
+    assert!(!up2.join("data/written").exists());
     assert!(rootfs.join("etc/group").exists());
-    assert_eq!(
-        run(&t, &b2, "c2", &["sh", "-c", "ls /data; cat /etc/group | head -1"]),
-        "new\nroot:x:0:\n"
-    );
+    assert_eq!(exec(&t, "c2", "ls /data; cat /etc/group | head -1"), "new\nroot:x:0:\n");
+    // ... and the next command in c1 sees both.
+    assert_eq!(exec(&t, "c1", "cat /data/written; test -e /etc/group || echo gone"), "c1\ngone\n");
 
     // Removing the image while containers and bundles use its layers collects none of them.
     tinyrt(&t, &["rm", "test/busy:1", "busy:oci"]);
     let layers: serde_json::Value = serde_json::from_str(&tinyrt(&t, &["ls", "--layers", "--format", "json"])).unwrap();
     assert_eq!(layers.as_array().unwrap().len(), 3, "layers in use were collected");
+    assert!(lowers.iter().all(|l| l.is_dir()));
 
-    // Unmount c1: no mount, no upper dir left.
+    // Delete c1: no mount, no upper dir left.
+    rt_ok(&t, &["delete", "--force", "c1"]);
+    assert!(!up1.exists() && !work1.exists());
+    assert_gone(&t, &b1, "c1");
+    // `run` (create, start, wait, delete) of the same bundle: its own fresh upper, gone after.
     assert_eq!(
-        unmount_rootfs(&annotations(&b1), &b1.join("rootfs"), &t.root().join("c1")).unwrap(),
-        None
+        run(&t, &b1, "c3", &["sh", "-c", "ls /data; cat /etc/group | head -1"]),
+        "new\nroot:x:0:\n"
     );
-    assert!(!mounts_under(&t.dir).contains(&b1.join("rootfs")));
-    assert!(!m1.upper.exists() && !m1.work.exists());
+    assert_gone(&t, &b1, "c3");
 
     // c2 keeps its upper: `image diff` exports it with whiteouts as .wh. entries.
-    run(&t, &b2, "c2", &["sh", "-c", "echo n > /opt/new && rm /data/new"]);
-    let mut keep = annotations(&b2);
-    keep.insert("io.tinyrt.rootfs.keep-upper".into(), "true".into());
-    let kept = unmount_rootfs(&keep, &b2.join("rootfs"), &t.root().join("c2")).unwrap();
-    assert_eq!(kept.as_deref(), Some(m2.upper.as_path()));
+    exec(&t, "c2", "echo n > /opt/new && rm /data/new");
+    rt_ok(&t, &["delete", "--force", "c2"]);
+    assert!(overlay_on(&b2.join("rootfs")).is_none());
     assert!(mounts_under(&t.dir).is_empty(), "{:?}", mounts_under(&t.dir));
+    assert_eq!(std::fs::read_to_string(up2.join("opt/new")).unwrap(), "n\n");
     tinyrt(&t, &["diff", "c2", t.p("diff.tar").to_str().unwrap()]);
     let mut names = BTreeSet::new();
     for e in tar::Archive::new(std::fs::File::open(t.p("diff.tar")).unwrap()).entries().unwrap() {
@@ -423,7 +514,7 @@ fn image_import_bundle_run() {
     }
     assert!(names.contains("opt/new") && names.contains("data/.wh.new"), "{names:?}");
     tinyrt(&t, &["rm", "--upper", "c2"]);
-    assert!(!m2.upper.exists());
+    assert!(!up2.exists());
 
     // Bundles gone: every layer is collected.
     tinyrt(&t, &["rm", "--bundle", b1.to_str().unwrap(), b2.to_str().unwrap()]);
@@ -463,14 +554,14 @@ fn many_layers() {
     let b = t.p("b");
     tinyrt(&t, &["bundle", "many:1", b.to_str().unwrap()]);
     assert!(annotations(&b)["io.tinyrt.rootfs.lower"].len() > 4096);
-    let m = mount(&t, &b, "m1");
-    assert_eq!(m.lowers.len(), 66);
+    assert_eq!(lowers_of(&annotations(&b)).unwrap().map(|l| l.len()), Some(66));
+    // The run mounts all 66 layers (f1..f65 each from its own layer, sh from the bottom one).
     assert_eq!(
         run(&t, &b, "m1", &["sh", "-c", "cat /top; ls /layers | wc -l"])
             .split_whitespace()
             .collect::<Vec<_>>(),
         ["65", "65"]
     );
-    unmount_rootfs(&annotations(&b), &b.join("rootfs"), &t.root().join("m1")).unwrap();
+    assert_gone(&t, &b, "m1");
     assert!(mounts_under(&t.dir).is_empty());
 }

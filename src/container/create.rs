@@ -91,9 +91,13 @@ fn create_in(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Optio
     state.cgroup.plan();
     // Intent first: a crash from here on leaves a dir that `delete --force` understands.
     dir.write_state(&state)?;
+    // An image bundle's rootfs is an overlay of its layers, mounted here, per container.
+    crate::image::overlay::mount_rootfs(&state.annotations, &bundle.rootfs, dir.path())
+        .map_err(|e| Error::Usage(format!("root.path: {e}")))?;
     let res = launch_and_finish(dir, bundle, o, console, &mut state);
     if res.is_err() {
         let _ = state.cgroup.remove();
+        let _ = crate::image::overlay::unmount_rootfs(&state.annotations, &bundle.rootfs, dir.path());
     }
     res
 }

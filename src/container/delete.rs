@@ -62,6 +62,8 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             crate::cli::warn(&e.to_string());
         }
         st.cgroup.remove()?;
+        crate::image::overlay::unmount_rootfs(&st.annotations, &st.rootfs, dir.path())
+            .map_err(|e| Error::Usage(format!("unmounting the rootfs: {e}")))?;
     }
     dir.remove()?;
     Ok(())
