@@ -61,9 +61,11 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             // The spec: a failing poststop hook is logged, and the delete goes on.
             crate::cli::warn(&e.to_string());
         }
-        st.cgroup.remove()?;
-        crate::image::overlay::unmount_rootfs(&st.annotations, &st.rootfs, dir.path())
-            .map_err(|e| Error::Usage(format!("unmounting the rootfs: {e}")))?;
+        // Both cleanups run whatever the other did; the state dir stays for a retry on error.
+        let cgroups = st.cgroup.remove();
+        let rootfs = crate::image::overlay::unmount_rootfs(&st.annotations, &st.rootfs, dir.path());
+        cgroups?;
+        rootfs.map_err(|e| Error::Usage(format!("unmounting the rootfs: {e}")))?;
     }
     dir.remove()?;
     Ok(())
