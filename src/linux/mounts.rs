@@ -7,6 +7,9 @@ use nix::mount::MsFlags;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOpts {
     pub flags: MsFlags,
+    /// Flags an option explicitly clears ("rw", "suid", "exec", ...): a bind remount keeps
+    /// the source mount's flags except these.
+    pub cleared: MsFlags,
     pub propagation: Vec<MsFlags>,
     pub data: Vec<String>,
 }
@@ -15,6 +18,7 @@ impl Default for MountOpts {
     fn default() -> Self {
         MountOpts {
             flags: MsFlags::empty(),
+            cleared: MsFlags::empty(),
             propagation: vec![],
             data: vec![],
         }
@@ -106,8 +110,10 @@ pub fn parse(options: &[String]) -> MountOpts {
         if let Some((_, clear, f)) = FLAGS.iter().find(|(n, _, _)| n == o) {
             if *clear {
                 m.flags.remove(*f);
+                m.cleared.insert(*f);
             } else {
                 m.flags.insert(*f);
+                m.cleared.remove(*f);
             }
         } else if let Some(p) = propagation(o) {
             m.propagation.push(p);
@@ -137,6 +143,8 @@ mod tests {
     #[test]
     fn later_options_win() {
         assert_eq!(p(&["ro", "rw"]).flags, MsFlags::empty());
+        assert_eq!(p(&["ro", "rw"]).cleared, MsFlags::MS_RDONLY);
+        assert_eq!(p(&["rw", "ro"]).cleared, MsFlags::empty());
         assert!(p(&["rbind", "ro"]).is_bind());
         assert_eq!(p(&["rbind", "ro"]).remount_flags(), MsFlags::MS_RDONLY);
     }

@@ -128,32 +128,42 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
     mount(NONE, best.as_str(), NONE, MsFlags::MS_PRIVATE, NONE).ctx(|| format!("making {best} private"))
 }
 
-/// Remount a bind mount with `flags`, keeping the flags the kernel locks (nosuid, nodev, ...)
-/// when the mount came from a more privileged namespace.
-fn remount_locked(target: &str, flags: MsFlags) -> nix::Result<()> {
-    let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
-    match mount(NONE, target, NONE, base, NONE) {
-        Err(nix::errno::Errno::EPERM) => {
-            let st = nix::sys::statvfs::statvfs(target)?;
-            use nix::sys::statvfs::FsFlags as F;
-            let mut locked = MsFlags::empty();
-            for (f, m) in [
-                (F::ST_NOSUID, MsFlags::MS_NOSUID),
-                (F::ST_NODEV, MsFlags::MS_NODEV),
-                (F::ST_NOEXEC, MsFlags::MS_NOEXEC),
-                (F::ST_RDONLY, MsFlags::MS_RDONLY),
-                (F::ST_NOATIME, MsFlags::MS_NOATIME),
-                (F::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-                (F::ST_RELATIME, MsFlags::MS_RELATIME),
-            ] {
-                if st.flags().contains(f) {
-                    locked |= m;
-                }
-            }
-            mount(NONE, target, NONE, base | locked, NONE)
+/// Remount a bind mount with `flags` added to the per-mount flags it has (nosuid, nodev,
+/// noexec, atime), as runc does: a bind remount replaces them all, so without this a read-only
+/// path would lose the nosuid/nodev/noexec of the mount it came from. Flags in `cleared` (an
+/// explicit "rw", "suid", "exec"...) are dropped; if the kernel refuses that because they are
+/// locked by a more privileged namespace (EPERM), they are kept.
+fn remount_keeping(target: &str, flags: MsFlags, cleared: MsFlags) -> nix::Result<()> {
+    let st = nix::sys::statvfs::statvfs(target)?;
+    use nix::sys::statvfs::FsFlags as F;
+    let mut source = MsFlags::empty();
+    for (f, m) in [
+        (F::ST_NOSUID, MsFlags::MS_NOSUID),
+        (F::ST_NODEV, MsFlags::MS_NODEV),
+        (F::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (F::ST_RDONLY, MsFlags::MS_RDONLY),
+        (F::ST_NOATIME, MsFlags::MS_NOATIME),
+        (F::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (F::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if st.flags().contains(f) {
+            source |= m;
         }
+    }
+    let atime = MsFlags::MS_NOATIME | MsFlags::MS_RELATIME | MsFlags::MS_STRICTATIME | MsFlags::MS_NODIRATIME;
+    let mut kept = source & !cleared;
+    if flags.intersects(atime) {
+        kept &= !atime;
+    }
+    let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
+    match mount(NONE, target, NONE, base | kept, NONE) {
+        Err(nix::errno::Errno::EPERM) if kept != source => mount(NONE, target, NONE, base | source, NONE),
         r => r,
     }
+}
+
+fn remount_locked(target: &str, flags: MsFlags) -> nix::Result<()> {
+    remount_keeping(target, flags, MsFlags::empty())
 }
 
 fn mount_one(cx: &RootfsCtx, root: &OwnedFd, m: &Mount) -> Result<()> {
@@ -228,9 +238,9 @@ fn bind_mount(cx: &RootfsCtx, root: &OwnedFd, m: &Mount, opts: &MountOpts) -> Re
     }
     mount(Some(&src), fd_path(&target).as_str(), NONE, flags, NONE).ctx(|| format!("binding {}", src.display()))?;
     let extra = opts.remount_flags();
-    if !extra.is_empty() {
+    if !extra.is_empty() || !opts.cleared.is_empty() {
         let again = open_in_root_follow(root, m.destination(), OFlag::O_PATH).ctx(|| "reopening destination")?;
-        remount_locked(&fd_path(&again), extra).ctx(|| "remounting with the options")?;
+        remount_keeping(&fd_path(&again), extra, opts.cleared).ctx(|| "remounting with the options")?;
     }
     apply_propagation(root, m.destination(), opts)
 }
