@@ -16,9 +16,24 @@ pub mod user;
 
 use nix::errno::Errno;
 
+/// An errno as tinyrt prints it: the name, then the description in lower case as Go (and so
+/// runc) spells it ("ENOENT: no such file or directory"). Engines match on that text: dockerd
+/// turns "no such file or directory" into exit 127 and "permission denied" into 126.
+pub fn errno_text(errno: Errno) -> String {
+    let full = errno.to_string();
+    match full.split_once(": ") {
+        Some((name, desc)) => {
+            let mut c = desc.chars();
+            let lower = c.next().map(|f| f.to_lowercase().chain(c).collect::<String>()).unwrap_or_default();
+            format!("{name}: {lower}")
+        }
+        None => full,
+    }
+}
+
 /// A failed system call: what was being done (with the spec field or path) and the errno.
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: {errno}")]
+#[error("{what}: {}", errno_text(*errno))]
 pub struct SysError {
     pub what: String,
     pub errno: Errno,
@@ -58,5 +73,14 @@ pub fn invalid(what: impl Into<String>) -> SysError {
     SysError {
         what: what.into(),
         errno: Errno::EINVAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errno_text_is_lower_case_like_go() {
+        assert_eq!(super::errno_text(nix::errno::Errno::ENOENT), "ENOENT: no such file or directory");
+        assert_eq!(super::errno_text(nix::errno::Errno::EACCES), "EACCES: permission denied");
     }
 }

@@ -34,7 +34,7 @@ const NLA_F_NESTED: u16 = 0x8000;
 
 /// A failed netlink request: what was asked, and the kernel's errno.
 #[derive(Debug, thiserror::Error)]
-#[error("netlink: {what}: {errno}")]
+#[error("netlink: {what}: {}", crate::linux::errno_text(*errno))]
 pub struct NetlinkError {
     pub what: String,
     pub errno: nix::errno::Errno,

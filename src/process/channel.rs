@@ -32,7 +32,7 @@ pub enum ChannelError {
     Eof(String),
     #[error("channel to the container process: {0}")]
     Io(nix::errno::Errno),
-    #[error("container process: {what}: {}", nix::errno::Errno::from_raw(*errno))]
+    #[error("container process: {what}: {}", crate::linux::errno_text(nix::errno::Errno::from_raw(*errno)))]
     Child { what: String, errno: i32 },
     #[error("container process sent {got:?} where {want} was expected")]
     Unexpected { got: String, want: &'static str },
@@ -176,7 +176,7 @@ mod tests {
         })
         .unwrap();
         let e = b.recv().unwrap_err().to_string();
-        assert_eq!(e, "container process: mounting /proc: EPERM: Operation not permitted");
+        assert_eq!(e, "container process: mounting /proc: EPERM: operation not permitted");
         a.send(&Msg::Ready).unwrap();
         assert!(b.expect(Msg::MapsWritten).is_err());
         drop(a);
