@@ -14,6 +14,7 @@ mod bench;
 mod containerd;
 mod docker;
 mod host;
+mod image;
 mod podman;
 mod util;
 
@@ -288,6 +289,7 @@ pub struct Check {
 
 fn all_checks() -> Vec<Check> {
     let mut v = docker::checks();
+    v.extend(image::checks());
     v.extend(containerd::checks());
     v.extend(podman::checks());
     v
