@@ -380,7 +380,9 @@ fn main() {
         Ok(e) => {
             let _ = ENGINES.set(e);
             let c = libtest_mimic::run(&args, trials);
-            print_table(&checks);
+            if !args.bench {
+                print_table(&checks);
+            }
             c
         }
         Err(why) => {
