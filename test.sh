@@ -58,6 +58,70 @@ cleanup() {
     fi
     exit "$rc"
 }
+
+# Cgroup directories the test suites' containers left behind (their names are the container
+# ids): printed, then removed (rmdir: only empty ones go) so the machine stays clean.
+# Returns 1 if there were any. The ids, as the suites make them:
+#   conformance  <Env name>-<pid>-<n>  (Env::id in conformance/harness.rs; names from Env::new)
+#   network      nt<tag>-<n>-<name>    (Net::id in integration/network.rs)
+#   image        fixed short ids        (integration/image.rs: start_sleeper/run calls)
+# All are relative cgroupsPaths: each sits in the runtime's own cgroup of every hierarchy
+# (/sys/fs/cgroup/H/, or /sys/fs/cgroup/memory/process_api/<hash>/ when that is where the
+# run's memory cgroup is). A suite binary running elsewhere (a concurrent run) owns the
+# directories of its ids: those are left alone.
+leaked_cgroups() {
+    local names images conf_re net_re img_re d name parent pid exe found=0
+    names=$(grep -ho 'Env::new("[a-z0-9_]*")' conformance/*.rs | sed 's/^Env::new("//; s/")$//; s/_/-/g' | sort -u | paste -sd'|')
+    images=$(grep -oE '(start_sleeper|run)\(&t, &[a-z0-9]+, "[a-z0-9-]+"' integration/image.rs | sed 's/.*, "//; s/"$//' | sort -u | paste -sd'|')
+    conf_re="^(${names:-none})-([0-9]+)-[0-9]+\$"
+    net_re='^nt[0-9a-f]{6}-[0-9]+-[a-z0-9-]+$'
+    img_re="^(${images:-none})\$"
+    # -depth: children before parents, so rmdir can take both.
+    while IFS= read -r d; do
+        name=${d##*/}
+        if [[ $name =~ $conf_re ]]; then
+            pid=${BASH_REMATCH[2]}
+            exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+            [[ ${exe##*/} =~ ^conformance-[0-9a-f]+ ]] && continue
+        elif [[ $name =~ $net_re ]]; then
+            suite_running network && continue
+        elif [[ $name =~ $img_re ]]; then
+            # Short, common names: only right in our own cgroup or a process_api one.
+            parent=${d%/*}
+            in_own_cgroup "$parent" || [[ $parent =~ ^/sys/fs/cgroup/memory/process_api/[^/]+$ ]] || continue
+            suite_running image && continue
+        else
+            continue
+        fi
+        found=1
+        echo "test.sh: cgroup left by the tests: $d (processes: $(tr '\n' ' ' <"$d/cgroup.procs" 2>/dev/null))" >&2
+        rmdir "$d" 2>/dev/null || echo "test.sh: could not remove $d" >&2
+    done < <(find /sys/fs/cgroup -mindepth 1 -maxdepth 4 -depth -type d 2>/dev/null)
+    return $((found))
+}
+
+# Whether the directory $1 is this script's own cgroup in one of the hierarchies (the tests
+# inherit it, and tinyrt makes relative cgroupsPaths in it).
+in_own_cgroup() {
+    local line p
+    while IFS= read -r line; do
+        p=${line#*:*:}
+        p=${p%/}
+        [[ $1 == "/sys/fs/cgroup$p" || $1 =~ ^/sys/fs/cgroup/[^/]+"$p"$ ]] && return 0
+    done </proc/self/cgroup
+    return 1
+}
+
+# Whether a test binary of suite $1 (cargo names it deps/$1-<hash>) is running.
+suite_running() {
+    local exe
+    for exe in /proc/[0-9]*/exe; do
+        exe=$(readlink "$exe" 2>/dev/null) || continue
+        [[ ${exe##*/} =~ ^$1-[0-9a-f]{16}( \(deleted\))?$ ]] && return 0
+    done
+    return 1
+}
+
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -88,8 +152,20 @@ cargo clippy --all-targets -- -D warnings
 section "build the tests (cargo test --no-run)"
 cargo test --no-run
 
-section "cargo test (unit tests, conformance, network and image suites)"
-timeout --kill-after=30s "${TINYRT_TEST_TIMEOUT:-40m}" cargo test --no-fail-fast
+section "cargo test (unit tests, conformance, network, image and engines suites)"
+test_rc=0
+timeout --kill-after=30s "${TINYRT_TEST_TIMEOUT:-40m}" cargo test --no-fail-fast || test_rc=$?
+
+# Checked even when a test failed: that is when containers are most likely left.
+section "no cgroup directories left by the tests"
+cgroups_rc=0
+leaked_cgroups || cgroups_rc=1
+[[ $test_rc -eq 0 ]] || exit "$test_rc"
+if [[ $cgroups_rc -ne 0 ]]; then
+    echo "test.sh: the tests left cgroup directories (listed above)" >&2
+    exit 1
+fi
+echo "none"
 
 # This host is cgroup v1/hybrid: cgroup v2 is checked in a qemu guest booted with
 # cgroup_no_v1=all (it installs qemu from bookworm-backports and Debian's kernel package).

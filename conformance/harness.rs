@@ -156,13 +156,15 @@ pub fn read(p: &Path) -> String {
 }
 
 /// One test's private world. Dropping it force-deletes every container it made, reaps their
-/// inits (the suite is their subreaper) and removes its directory.
+/// processes (the suite is their subreaper), removes its directory, and fails the test if a
+/// container's state or cgroup directories are left.
 pub struct Env {
     pub name: String,
     pub dir: PathBuf,
     pub root: PathBuf,
     ids: Mutex<Vec<String>>,
-    /// Container inits that were reparented to us and are not reaped yet.
+    /// Container processes (inits, `exec --detach`ed ones) that were reparented to us and
+    /// are not reaped yet.
     pids: Mutex<Vec<i32>>,
     n: AtomicUsize,
 }
@@ -290,7 +292,7 @@ impl Env {
         pid
     }
 
-    /// Remember a container init that is now our child (reaped on drop or by `wait_exit`).
+    /// Remember a container process that is now our child (reaped on drop or by `wait_exit`).
     pub fn adopt(&self, pid: i32) {
         if pid > 0 {
             self.pids.lock().unwrap().push(pid);
@@ -360,44 +362,138 @@ impl Env {
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        for id in self.ids.lock().unwrap().iter() {
-            if self.root.join(id).exists() {
-                let mut c = Command::new(RT);
-                c.arg("--root").arg(&self.root).args(["delete", "--force", id]);
-                c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-                if let Ok(mut child) = c.spawn() {
-                    let deadline = Instant::now() + Duration::from_secs(20);
-                    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+impl Env {
+    /// `delete --force id` as cleanup, reaping the container's processes that are our
+    /// children while it runs: a PID namespace's init only finishes dying once every process
+    /// of its namespace is reaped, and the ones `exec --detach` started were reparented to
+    /// us. Without this, the delete times out waiting for the init and the container (its
+    /// cgroups) stays. Returns tinyrt's stderr if it failed.
+    fn cleanup_delete(&self, id: &str) -> Option<String> {
+        let err = self.dir.join(format!("cleanup-{id}.err"));
+        let mut c = self.cmd(&["delete", "--force", id]);
+        c.stdin(Stdio::null()).stdout(Stdio::null());
+        c.stderr(std::fs::File::create(&err).map(Stdio::from).unwrap_or_else(|_| Stdio::null()));
+        let mut child = match c.spawn() {
+            Ok(c) => c,
+            Err(e) => return Some(format!("spawning tinyrt: {e}")),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            self.reap_exited(id);
+            match child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                _ => break None,
             }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        self.reap_exited(id);
+        match status {
+            Some(s) if s.success() => None,
+            Some(s) => Some(format!("{s}: {}", read(&err).trim())),
+            None => Some(format!("timed out: {}", read(&err).trim())),
         }
-        let pids = std::mem::take(&mut *self.pids.lock().unwrap());
+    }
+
+    /// Reap (without waiting) the processes of container `id` that are our children and have
+    /// exited: the adopted ones, and any other in its cgroup.
+    fn reap_exited(&self, id: &str) {
+        let mut pids = std::mem::take(&mut *self.pids.lock().unwrap());
+        pids.retain(|&p| matches!(waitpid(Pid::from_raw(p), Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive)));
+        self.pids.lock().unwrap().extend(pids);
+        // (Not the adopted ones still alive: reaped here, they would stay listed.)
+        let adopted = self.pids.lock().unwrap().clone();
+        for p in children_in_cgroup(id).into_iter().filter(|p| !adopted.contains(p)) {
+            let _ = waitpid(Pid::from_raw(p), Some(WaitPidFlag::WNOHANG));
+        }
+    }
+
+    /// SIGKILL and reap every process we adopted and every child of ours in `ids`' cgroups.
+    fn kill_and_reap_all(&self, ids: &[String]) {
+        let mut pids = std::mem::take(&mut *self.pids.lock().unwrap());
+        for id in ids {
+            pids.extend(children_in_cgroup(id).into_iter().filter(|p| !pids.contains(p)).collect::<Vec<_>>());
+        }
         for pid in pids {
-            reap(pid);
+            kill_and_reap(pid);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Reap one child of ours: wait briefly, then SIGKILL it (it is ours) and wait again.
-fn reap(pid: i32) {
+impl Drop for Env {
+    /// Cleanup that really leaves nothing: every container force-deleted (its processes
+    /// reaped meanwhile, see [`Env::cleanup_delete`]), every adopted process killed and reaped,
+    /// and then no state dir and no cgroup directory of any id is left, or the test fails
+    /// (the leftovers are removed all the same, so the host stays clean).
+    fn drop(&mut self) {
+        let ids = std::mem::take(&mut *self.ids.lock().unwrap());
+        let mut problems = vec![];
+        for id in &ids {
+            if !self.root.join(id).exists() {
+                continue;
+            }
+            if let Some(err) = self.cleanup_delete(id) {
+                problems.push(format!("cleanup: delete --force {id} failed: {err}"));
+                // Once more with nothing of ours holding it up.
+                self.kill_and_reap_all(std::slice::from_ref(id));
+                if let Some(err) = self.cleanup_delete(id) {
+                    problems.push(format!("cleanup: delete --force {id} failed again: {err}"));
+                }
+            }
+            if self.root.join(id).exists() {
+                problems.push(format!("cleanup: state dir {} left", self.root.join(id).display()));
+            }
+        }
+        self.kill_and_reap_all(&ids);
+        for id in &ids {
+            // rmdir: only an empty one goes (a populated one stays, and is reported).
+            for d in cgroup_dirs(id).into_iter().filter(|d| d.exists()) {
+                problems.push(format!("cleanup: cgroup {} left after delete", d.display()));
+                let _ = std::fs::remove_dir(&d);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if !problems.is_empty() {
+            let msg = format!("{}: {}", self.name, problems.join("\n"));
+            if std::thread::panicking() {
+                eprintln!("{msg}");
+            } else {
+                panic!("{msg}");
+            }
+        }
+    }
+}
+
+/// SIGKILL one child of ours that is not reaped yet (so the pid is still its), and reap it.
+fn kill_and_reap(pid: i32) {
     let p = Pid::from_raw(pid);
-    for i in 0..400 {
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    for _ in 0..400 {
         match waitpid(p, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {}
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
             _ => return,
         }
-        if i == 200 {
-            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Our children (zombies included) that are in container `id`'s cgroup, or below it.
+fn children_in_cgroup(id: &str) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+            rest.split(' ').nth(1) == Some(me.as_str())
+        })
+        .filter(|p| {
+            let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap_or_default();
+            cg.lines()
+                .any(|l| l.splitn(3, ':').nth(2).is_some_and(|path| path.split('/').any(|c| c == id)))
+        })
+        .collect()
 }
 
 /// Pids (other than ours) whose command line contains any of `needles`.

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const TINYRT: &str = env!("CARGO_BIN_EXE_tinyrt");
@@ -86,14 +86,20 @@ fn seed(n: u32) -> u32 {
     u32::from_str_radix(tag(), 16).unwrap().wrapping_add(n * 1_000_003)
 }
 
+/// What the `Net` guards' cleanup found left behind (containers that would not delete,
+/// cgroup directories): the test that made them fails with it (see `main`).
+static CLEANUP_PROBLEMS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 /// One test's network: a bridge and subnet of its own, containers, namespaces and links it
-/// made; dropping it removes them all.
+/// made; dropping it removes them all, and checks that no container's cgroup is left.
 struct Net {
     n: u32,
     bridge: String,
     subnet: String,
     root: PathBuf,
     ids: Vec<String>,
+    /// Every container id handed out (`ids` holds only the ones still to delete).
+    made: Mutex<BTreeSet<String>>,
     netns: Vec<String>,
     links: Vec<String>,
     children: Vec<Child>,
@@ -112,6 +118,7 @@ impl Net {
             bridge,
             root,
             ids: vec![],
+            made: Mutex::new(BTreeSet::new()),
             netns: vec![],
             links: vec![],
             children: vec![],
@@ -120,7 +127,9 @@ impl Net {
     }
 
     fn id(&self, name: &str) -> String {
-        format!("nt{}-{}-{name}", tag(), self.n)
+        let id = format!("nt{}-{}-{name}", tag(), self.n);
+        self.made.lock().unwrap().insert(id.clone());
+        id
     }
 
     fn prefix(&self) -> String {
@@ -216,9 +225,44 @@ impl Net {
     }
 
     fn delete(&mut self, id: &str) -> R {
-        let o = self.tinyrt(&format!("delete --force {id}"));
+        let o = self.force_delete(id);
         self.ids.retain(|i| i != id);
         check(o.status.success(), format!("delete {id}: {}", text(&o)))
+    }
+
+    /// `tinyrt delete --force id`, reaping the container's processes that are our children
+    /// (its init, reparented to us) while it runs: the init of a PID namespace only finishes
+    /// dying once every process of the namespace is reaped, so an unreaped one would make
+    /// the delete time out and leave the container and its cgroups.
+    fn force_delete(&self, id: &str) -> Output {
+        let f = work_dir().join(format!("delete-{id}.out"));
+        let cmd = format!(
+            "{}{TINYRT} --root {} delete --force {id} </dev/null >{} 2>&1",
+            self.prefix(),
+            self.root.display(),
+            f.display()
+        );
+        let mut child = Command::new("sh").arg("-c").arg(cmd).spawn().expect("sh");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            reap_exited_in_cgroup(id);
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    let _ = child.kill();
+                    break child.wait().expect("wait");
+                }
+            }
+        };
+        reap_exited_in_cgroup(id);
+        let stdout = std::fs::read(&f).unwrap_or_default();
+        let _ = std::fs::remove_file(&f);
+        Output {
+            status,
+            stdout,
+            stderr: vec![],
+        }
     }
 
     /// A network namespace of the test's own, linked to the host by a veth: `<net>.1` on the
@@ -271,8 +315,18 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        let mut problems = vec![];
         for id in self.ids.clone() {
-            let _ = self.tinyrt(&format!("delete --force {id}"));
+            let o = self.force_delete(&id);
+            if !o.status.success() {
+                problems.push(format!("cleanup: delete --force {id} failed: {}", text(&o)));
+                // Once more, with nothing of ours holding it up.
+                kill_and_reap_in_cgroup(&id);
+                let o = self.force_delete(&id);
+                if !o.status.success() {
+                    problems.push(format!("cleanup: delete --force {id} failed again: {}", text(&o)));
+                }
+            }
         }
         for c in &mut self.children {
             let _ = c.kill();
@@ -294,7 +348,63 @@ impl Drop for Net {
         if let Some(h) = &self.host_ns {
             let _ = sh(&format!("ip netns pids {h} | xargs -r kill -9; ip netns del {h} 2>/dev/null"));
         }
+        // No cgroup of any container is left (removed all the same, so the host stays clean).
+        for id in self.made.lock().unwrap().iter() {
+            for d in cgroup_dirs(id).into_iter().filter(|d| d.exists()) {
+                problems.push(format!("cleanup: cgroup {} left after delete", d.display()));
+                let _ = std::fs::remove_dir(&d);
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.root);
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        CLEANUP_PROBLEMS.lock().unwrap().extend(problems);
+    }
+}
+
+/// The cgroup directories tinyrt makes for container `id` (its default, relative path).
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    tinyrt::cgroups::resolve(None, id, false).map(|c| c.leaves).unwrap_or_default()
+}
+
+/// Our children (zombies included) in container `id`'s cgroup, or below it.
+fn children_in_cgroup(id: &str) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+            rest.split(' ').nth(1) == Some(me.as_str())
+        })
+        .filter(|p| {
+            let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap_or_default();
+            cg.lines()
+                .any(|l| l.splitn(3, ':').nth(2).is_some_and(|path| path.split('/').any(|c| c == id)))
+        })
+        .collect()
+}
+
+/// Reap, without waiting, the processes of container `id` that are our children and exited.
+fn reap_exited_in_cgroup(id: &str) {
+    for p in children_in_cgroup(id) {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    }
+}
+
+/// SIGKILL and reap the processes of container `id` that are our children.
+fn kill_and_reap_in_cgroup(id: &str) {
+    for p in children_in_cgroup(id) {
+        let pid = nix::unistd::Pid::from_raw(p);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        for _ in 0..400 {
+            match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+                _ => break,
+            }
+        }
     }
 }
 
@@ -766,7 +876,17 @@ fn main() {
                     eprintln!("{name}: skipped ({why})");
                     Ok(())
                 }
-                None => f(),
+                None => {
+                    CLEANUP_PROBLEMS.lock().unwrap().clear();
+                    let r = f();
+                    // What the test's cleanup left fails it too (the tests run one at a time).
+                    let left = std::mem::take(&mut *CLEANUP_PROBLEMS.lock().unwrap());
+                    match (r, left.is_empty()) {
+                        (r, true) => r,
+                        (Ok(()), false) => Err(left.join("\n").into()),
+                        (Err(e), false) => Err(format!("{}\n{}", e.message().unwrap_or(""), left.join("\n")).into()),
+                    }
+                }
             })
         })
         .collect();

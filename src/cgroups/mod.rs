@@ -32,6 +32,14 @@ pub enum CgroupError {
     },
     #[error("{field}: {msg}")]
     Unsupported { field: String, msg: String },
+    /// A leaf that stays busy: processes are still in it (or still exiting).
+    #[error("cgroup {path}: rmdir: still busy after {secs:.1}s: {left}")]
+    Busy {
+        path: PathBuf,
+        secs: f64,
+        /// What remains, for the message: see [`left_in`].
+        left: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, CgroupError>;
@@ -270,6 +278,21 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
+    /// The processes in the leaves tinyrt made (one it did not make may be shared), from
+    /// every hierarchy: what is left of the container when its init is gone.
+    pub fn created_procs(&self) -> Vec<i32> {
+        let mut out: Vec<i32> = vec![];
+        for l in self.leaves.iter().filter(|l| self.created.contains(l)) {
+            let text = std::fs::read_to_string(l.join("cgroup.procs")).unwrap_or_default();
+            for p in text.lines().filter_map(|l| l.trim().parse().ok()) {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
     /// Freeze (or thaw) every process: the v1 freezer, else cgroup2's cgroup.freeze.
     /// Waits until the kernel reports the new state.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
@@ -306,26 +329,79 @@ impl Cgroup {
     }
 
     /// Remove what `create` made, children first. A cgroup whose last processes are still
-    /// exiting is busy for a moment: retry briefly.
+    /// exiting is busy for a moment: a directory is retried for up to `REMOVE_PATIENCE`;
+    /// once one stays busy the rest get a single try, so this never takes long. Every
+    /// directory is tried; the first error is returned, and a leaf that stays busy is
+    /// reported with the processes left in it. Nothing is lost on error: `created` still
+    /// names every directory, and removing one that is gone is fine, so this can be retried.
     pub fn remove(&self) -> Result<()> {
+        let mut first_err = None;
+        let mut patience = REMOVE_PATIENCE;
         for d in self.created.iter().rev() {
-            let mut tries = 0;
+            let started = std::time::Instant::now();
             loop {
                 match std::fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
-                        tries += 1;
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && started.elapsed() < patience => {
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
                     // A parent that another container also uses is not empty: leave it.
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && !self.leaves.contains(d) => break,
-                    Err(e) => return Err(io(d, "rmdir")(e)),
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        patience = std::time::Duration::ZERO;
+                        first_err.get_or_insert(CgroupError::Busy {
+                            path: d.clone(),
+                            secs: started.elapsed().as_secs_f64(),
+                            left: left_in(d),
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(io(d, "rmdir")(e));
+                        break;
+                    }
                 }
             }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
+}
+
+/// How long [`Cgroup::remove`] retries a busy directory (its processes are still exiting).
+const REMOVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What keeps the cgroup `dir` busy, in words: the processes its cgroup.procs lists, or
+/// (when it lists none) that they are exiting or unreaped.
+pub fn left_in(dir: &Path) -> String {
+    let pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    if pids.is_empty() {
+        "processes remain in it, though cgroup.procs lists none: they are still exiting, or are \
+         unreaped zombies (or a PID namespace's init waiting for its zombies to be reaped)"
+            .into()
+    } else {
+        format!("processes remain in it: {}", describe_processes(&pids))
+    }
+}
+
+/// `pid (comm, state S, parent P)` for each process, comma-separated: for error messages.
+pub fn describe_processes(pids: &[i32]) -> String {
+    pids.iter()
+        .map(|&p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let comm = stat.find('(').zip(stat.rfind(')')).map(|(a, b)| &stat[a + 1..b]);
+            let rest = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or("");
+            let mut f = rest.split_whitespace();
+            match (comm, f.next(), f.next()) {
+                (Some(comm), Some("Z"), Some(ppid)) => format!("{p} ({comm}, zombie not reaped by its parent {ppid})"),
+                (Some(comm), Some(state), Some(ppid)) => format!("{p} ({comm}, state {state}, parent {ppid})"),
+                _ => format!("{p} (gone)"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

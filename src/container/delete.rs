@@ -14,6 +14,37 @@ pub(super) fn saved_spec(store: &Store, id: &str) -> Option<Spec> {
     serde_json::from_slice(&text).ok()
 }
 
+/// How long `delete --force` waits for the init to die after SIGKILL.
+const INIT_PATIENCE: Duration = Duration::from_secs(10);
+
+fn kill_all(pids: &[i32]) {
+    for &p in pids {
+        if p > 0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Why the init of `st` is still there after SIGKILL, for the error: the processes left of the
+/// container, and whether zombies among them hold it up. (A PID namespace's init only
+/// finishes exiting once every process of its namespace is reaped, and a process `exec`
+/// started is reaped by whoever ran `exec` or adopted it as their subreaper.)
+fn why_alive(st: &crate::state::State, init: i32) -> String {
+    let left: Vec<i32> = super::kill::container_processes(st)
+        .into_iter()
+        .filter(|&p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    let zombies = left
+        .iter()
+        .any(|&p| p != init && matches!(crate::linux::proc::stat(p), Some(('Z', _))));
+    let mut msg = format!("processes remain: {}", crate::cgroups::describe_processes(&left));
+    if zombies {
+        msg += "; the init of a PID namespace only finishes dying once every process of the \
+                namespace has been reaped: the zombies' parent must wait for them";
+    }
+    msg + "; the container is kept: run `delete --force` again once they are gone"
+}
+
 pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     let dir = match store.open(id) {
         Ok(d) => d,
@@ -30,26 +61,42 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     if let Some(st) = &st {
         let status = st.status();
         match status {
-            Status::Stopped => {}
+            Status::Stopped => {
+                // The init is gone, but processes may be left in the cgroup (without a PID
+                // namespace they outlive it): --force ends them, or the cgroup stays busy.
+                if force {
+                    kill_all(&st.cgroup.created_procs());
+                }
+            }
             Status::Running | Status::Paused if !force => {
                 return Err(Error::Status(format!("cannot delete container {id} that is not stopped: {status}")));
             }
             _ => {
                 let pid = st.pid.unwrap_or(0);
-                if let Some(fd) = pidfd(pid, st.pid_start) {
-                    for p in super::kill::container_processes(st) {
-                        if p != pid {
-                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
-                        }
+                let fd = pidfd(pid, st.pid_start);
+                match &fd {
+                    Some(fd) => {
+                        let procs = super::kill::container_processes(st);
+                        kill_all(&procs.into_iter().filter(|p| *p != pid).collect::<Vec<_>>());
+                        let _ = super::kill::send(fd, libc::SIGKILL);
                     }
-                    let _ = super::kill::send(&fd, libc::SIGKILL);
-                    // Frozen processes cannot die: thaw them once the signal is pending.
-                    if status == Status::Paused {
-                        let _ = st.cgroup.freeze(false);
-                    }
-                    if !wait_pidfd(&fd, Duration::from_secs(10)) {
-                        return Err(Error::Status(format!("container {id}: init {pid} did not die after SIGKILL")));
-                    }
+                    // No init (a half-made container) or it is gone, and its pid may be
+                    // another process's now: only what is left in our own cgroup.
+                    None => kill_all(&st.cgroup.created_procs()),
+                }
+                // Frozen processes cannot die: thaw them once the signal is pending.
+                if status == Status::Paused {
+                    let _ = st.cgroup.freeze(false);
+                }
+                if let Some(fd) = &fd
+                    && !wait_pidfd(fd, INIT_PATIENCE)
+                {
+                    // Nothing is removed: the state stays, and `delete --force` can finish later.
+                    return Err(Error::Status(format!(
+                        "container {id}: init {pid} did not die within {}s of SIGKILL; {}",
+                        INIT_PATIENCE.as_secs(),
+                        why_alive(st, pid)
+                    )));
                 }
             }
         }
