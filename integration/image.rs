@@ -236,9 +236,10 @@ struct Out {
     stderr: String,
 }
 
-/// `tinyrt --root R args...`, stdin from /dev/null and stdout/stderr to files of the test
-/// (a detached container's init inherits them: a pipe would not reach EOF while it lives).
-fn rt(t: &TestDir, args: &[&str]) -> Out {
+/// `tinyrt --root R args...` with `env` added to its environment, stdin from /dev/null and
+/// stdout/stderr to files of the test (a detached container's init inherits them: a pipe
+/// would not reach EOF while it lives).
+fn rt_env(t: &TestDir, env: &[(&str, &str)], args: &[&str]) -> Out {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (out, err) = (t.p(&format!("cmd{n}.out")), t.p(&format!("cmd{n}.err")));
@@ -246,6 +247,7 @@ fn rt(t: &TestDir, args: &[&str]) -> Out {
         .arg("--root")
         .arg(t.root())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
@@ -260,10 +262,18 @@ fn rt(t: &TestDir, args: &[&str]) -> Out {
 }
 
 fn rt_ok(t: &TestDir, args: &[&str]) -> String {
-    let o = rt(t, args);
-    assert!(o.ok, "tinyrt {args:?}: {}", o.stderr);
+    rt_env_ok(t, &[], args)
+}
+
+fn rt_env_ok(t: &TestDir, env: &[(&str, &str)], args: &[&str]) -> String {
+    let o = rt_env(t, env, args);
+    assert!(o.ok, "tinyrt {args:?} ({env:?}): {}", o.stderr);
     o.stdout
 }
+
+/// The environment that makes tinyrt's `create` mount the overlay with mount(2), as on a
+/// kernel without `lowerdir+`.
+const LEGACY: &[(&str, &str)] = &[("TINYRT_OVERLAY_LEGACY", "1")];
 
 fn set_args(bundle: &Path, args: &[&str]) {
     let mut spec = spec_of(bundle);
@@ -324,12 +334,19 @@ fn overlay_on(rootfs: &Path) -> Option<(PathBuf, Vec<PathBuf>)> {
     Some((upper.expect("an overlay with an upperdir"), lowers))
 }
 
-/// After `delete`: no overlay on the bundle's rootfs, no upper/work dir of the container.
+/// The container's dir of short links to its layers (mount(2) with many layers).
+fn link_dir(t: &TestDir, id: &str) -> PathBuf {
+    upper_work(t, id).0.parent().unwrap().join("l")
+}
+
+/// After `delete`: no overlay on the bundle's rootfs, no upper/work dir of the container,
+/// no links to its layers.
 fn assert_gone(t: &TestDir, bundle: &Path, id: &str) {
     assert!(overlay_on(&bundle.join("rootfs")).is_none(), "{id}: rootfs still mounted");
     assert!(!mounts_under(&t.dir).contains(&bundle.join("rootfs")));
     let (upper, work) = upper_work(t, id);
     assert!(!upper.exists() && !work.exists(), "{id}: upper/work left: {}", upper.display());
+    assert!(!link_dir(t, id).exists(), "{id}: layer links left");
     assert!(!upper.parent().unwrap().exists());
 }
 
@@ -523,16 +540,10 @@ fn image_import_bundle_run() {
     assert!(!b1.exists() && !b2.exists());
 }
 
-/// 66 layers: more lower dirs than fit in mount(2)'s one-page option string.
-#[test]
-fn many_layers() {
-    if !nix::unistd::getuid().is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let t = TestDir::new_tagged("many");
+/// A bundle (at `<test dir>/b`) of an image of 66 layers: busybox, then layer i adds
+/// `/layers/fi` and sets `/top` to i. Their paths are more than fit in mount(2)'s one-page
+/// option string.
+fn many_layers_bundle(t: &TestDir) -> PathBuf {
     let rootfs = t.p("busybox");
     assert!(
         Command::new("sh")
@@ -549,12 +560,26 @@ fn many_layers() {
     }
     let ids: Vec<String> = blobs.iter().map(|b| sha(b)).collect();
     docker_archive(&t.p("many.tar"), "many:1", &config_json(&ids, &["cat", "/top"]), &blobs);
-    let out = tinyrt(&t, &["import", "-q", t.p("many.tar").to_str().unwrap()]);
+    let out = tinyrt(t, &["import", "-q", t.p("many.tar").to_str().unwrap()]);
     assert!(out.contains("layers=66 unpacked=66"), "{out}");
     let b = t.p("b");
-    tinyrt(&t, &["bundle", "many:1", b.to_str().unwrap()]);
+    tinyrt(t, &["bundle", "many:1", b.to_str().unwrap()]);
     assert!(annotations(&b)["io.tinyrt.rootfs.lower"].len() > 4096);
     assert_eq!(lowers_of(&annotations(&b)).unwrap().map(|l| l.len()), Some(66));
+    b
+}
+
+/// 66 layers: more lower dirs than fit in mount(2)'s one-page option string.
+#[test]
+fn many_layers() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t = TestDir::new_tagged("many");
+    let b = many_layers_bundle(&t);
     // The run mounts all 66 layers (f1..f65 each from its own layer, sh from the bottom one).
     assert_eq!(
         run(&t, &b, "m1", &["sh", "-c", "cat /top; ls /layers | wc -l"])
@@ -564,4 +589,137 @@ fn many_layers() {
     );
     assert_gone(&t, &b, "m1");
     assert!(mounts_under(&t.dir).is_empty());
+}
+
+/// The 66 layers by mount(2) (forced, as on a kernel before 6.8 without `lowerdir+`): their
+/// full paths do not fit in its page, so it gets short links to them, relative to the
+/// container's dir; the links go at delete, with the upper dir or without it.
+#[test]
+fn many_layers_legacy_mount() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t = TestDir::new_tagged("legacy");
+    let b = many_layers_bundle(&t);
+    let lowers = lowers_of(&annotations(&b)).unwrap().unwrap();
+    let want_files: BTreeSet<String> = (1..=65).map(|i| format!("f{i}")).collect();
+    let base36 = |mut i: usize| {
+        let mut s = String::new();
+        loop {
+            s.insert(0, char::from_digit((i % 36) as u32, 36).unwrap());
+            i /= 36;
+            if i == 0 {
+                return s;
+            }
+        }
+    };
+
+    // `create` with the switch, the rest without: the mount is made by create alone.
+    set_args(&b, &["sleep", "3600"]);
+    rt_env_ok(&t, LEGACY, &["create", "-b", b.to_str().unwrap(), "g1"]);
+    rt_ok(&t, &["start", "g1"]);
+    let (upper, work) = upper_work(&t, "g1");
+    let (mounted_upper, mounted_lowers) = overlay_on(&b.join("rootfs")).expect("create mounted the overlay");
+    // mount(2)'s options as given: relative, the layers by their links (no lowerdir+).
+    assert_eq!(mounted_upper, Path::new("upper"));
+    let names: Vec<PathBuf> = (0..66).map(|i| PathBuf::from(format!("l/{}", base36(i)))).collect();
+    assert_eq!(mounted_lowers, names);
+    assert_eq!(names[65], Path::new("l/1t"));
+    let links = link_dir(&t, "g1");
+    assert_eq!(std::fs::read_dir(&links).unwrap().count(), 66);
+    for (n, l) in names.iter().zip(&lowers) {
+        assert_eq!(&std::fs::read_link(upper.parent().unwrap().join(n)).unwrap(), l);
+    }
+    // Every layer is seen: the top one's /top, each one's /layers/fi, the bottom one's sh.
+    let out = exec(&t, "g1", "cat /top; ls /layers; test -x /bin/sh && echo sh");
+    let mut lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"65"), "{out}");
+    assert_eq!(lines.pop(), Some("sh"), "{out}");
+    let seen: BTreeSet<String> = lines[1..].iter().map(|s| s.to_string()).collect();
+    assert_eq!(seen, want_files);
+    // The relative upper and work dirs are the container's.
+    exec(&t, "g1", "echo w > /written; rm /layers/f1");
+    assert_eq!(std::fs::read_to_string(upper.join("written")).unwrap(), "w\n");
+    assert!(
+        std::fs::symlink_metadata(upper.join("layers/f1"))
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(work.is_dir());
+    assert!(lowers.iter().all(|l| !l.join("written").exists()));
+    rt_ok(&t, &["delete", "--force", "g1"]);
+    assert_gone(&t, &b, "g1");
+    assert!(mounts_under(&t.dir).is_empty(), "{:?}", mounts_under(&t.dir));
+    assert!(lowers.iter().all(|l| l.is_dir()), "a layer removed through its link");
+
+    // `run` with the switch (create, start, wait, delete in one): the same view, nothing left.
+    set_args(&b, &["sh", "-c", "cat /top; ls /layers | wc -l"]);
+    let out = rt_env_ok(&t, LEGACY, &["run", "-b", b.to_str().unwrap(), "g3"]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["65", "65"]);
+    assert_gone(&t, &b, "g3");
+
+    // A kept upper stays for `image diff`; the links do not.
+    let mut spec = spec_of(&b);
+    spec["annotations"]["io.tinyrt.rootfs.keep-upper"] = serde_json::json!("true");
+    spec["process"]["args"] = serde_json::json!(["sh", "-c", "echo k > /kept"]);
+    std::fs::write(b.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    rt_env_ok(&t, LEGACY, &["run", "-b", b.to_str().unwrap(), "g4"]);
+    let (upper, _) = upper_work(&t, "g4");
+    assert_eq!(std::fs::read_to_string(upper.join("kept")).unwrap(), "k\n");
+    assert!(!link_dir(&t, "g4").exists(), "links left with the kept upper");
+    assert!(overlay_on(&b.join("rootfs")).is_none());
+    tinyrt(&t, &["rm", "--upper", "g4"]);
+    assert_gone(&t, &b, "g4");
+    assert!(mounts_under(&t.dir).is_empty(), "{:?}", mounts_under(&t.dir));
+}
+
+/// A mount(2) by short links that the kernel refuses (more layers than overlayfs stacks,
+/// 500) fails `create` and leaves nothing: no mount, no container dir, no links.
+#[test]
+fn legacy_mount_failure_leaves_nothing() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t = TestDir::new_tagged("legacy-fail");
+    let blob = layer(&[("etc/passwd", "root:x:0:0:root:/:/bin/sh\n"), ("top", "1\n")]);
+    docker_archive(&t.p("one.tar"), "one:1", &config_json(&[sha(&blob)], &["cat", "/top"]), &[blob]);
+    tinyrt(&t, &["import", "-q", t.p("one.tar").to_str().unwrap()]);
+    let b = t.p("b");
+    tinyrt(&t, &["bundle", "one:1", b.to_str().unwrap()]);
+    // 600 lower dirs with long paths: over the page in full, under it by links.
+    let long = t.p(&"d".repeat(200));
+    let dirs: Vec<String> = (0..600)
+        .map(|i| {
+            let d = long.join(format!("layer-{i:04}"));
+            std::fs::create_dir_all(&d).unwrap();
+            d.display().to_string()
+        })
+        .collect();
+    let mut spec = spec_of(&b);
+    spec["annotations"]["io.tinyrt.rootfs.lower"] = serde_json::json!(dirs.join(":"));
+    std::fs::write(b.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    let o = rt_env(&t, LEGACY, &["create", "-b", b.to_str().unwrap(), "f1"]);
+    assert!(!o.ok, "600 layers mounted?");
+    assert!(
+        o.stderr.contains("mount(2) overlay") && o.stderr.contains("links in"),
+        "{}",
+        o.stderr
+    );
+    assert_gone(&t, &b, "f1");
+    assert!(mounts_under(&t.dir).is_empty(), "{:?}", mounts_under(&t.dir));
+    let cdirs: Vec<_> = std::fs::read_dir(t.store().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(cdirs.is_empty(), "{cdirs:?}");
+    assert!(!t.root().join("f1").exists(), "state dir left");
+    assert!(dirs.iter().all(|d| Path::new(d).is_dir()));
 }

@@ -11,6 +11,8 @@
 //! <store>/images/<config hex>.json       an image: names, layer diff_ids (bottom first), config
 //! <store>/bundles/<key>.json             a bundle made by `image bundle` (its dir, its image)
 //! <store>/containers/<key>/              a container's upper/ and work/ dirs, and mount.json
+//! <store>/containers/<key>/l/<n>         while mounted by mount(2) with too many layers for
+//!                                        their full paths: short links to them (overlay)
 //! <store>/tmp/                           layers being unpacked (renamed into layers/ when whole)
 //! ```
 //!

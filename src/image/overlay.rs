@@ -10,7 +10,15 @@
 //!
 //! The mount uses the new mount API (fsopen/fsconfig/fsmount/move_mount) with one
 //! `lowerdir+` per layer (Linux 6.8+), so the number of layers is not limited by the
-//! one-page mount(2) option string; older kernels fall back to mount(2) with `lowerdir=`.
+//! one-page mount(2) option string. Older kernels fall back to mount(2) with
+//! `lowerdir=a:b:c,upperdir=...,workdir=...`; when those full paths do not fit in the page
+//! (a few dozen layers), the layers are named as Docker's overlay2 does: short symlinks to
+//! them in `<store>/containers/<key>/l/` (`l/0`, `l/1`, ... `l/1t`: the index in base 36),
+//! and mount(2) is given `lowerdir=l/0:l/1:...,upperdir=upper,workdir=work`, relative paths
+//! that it resolves against the cwd, so it runs with the cwd in the container's dir (the
+//! process's own cwd restored after). The links go at unmount, or at once if the mount fails.
+//! `TINYRT_OVERLAY_LEGACY=1` in the environment of `create` forces the mount(2) path (for
+//! tests, on kernels that have `lowerdir+`).
 //! Neither writes into the container's state dir: its path only names the container.
 
 use super::store::{ContainerRecord, Digest, ImageStore, StoreError, is_mountpoint};
@@ -200,6 +208,9 @@ fn mount_overlay(m: &OverlayMount) -> Result<()> {
         err,
         detail,
     };
+    if legacy_forced() {
+        return mount_legacy(m);
+    }
     let fd = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
     if fd < 0 {
         let e = Errno::last();
@@ -254,43 +265,179 @@ fn mount_overlay(m: &OverlayMount) -> Result<()> {
     Ok(())
 }
 
+/// The environment switch that makes `create` mount with mount(2), as on kernels without
+/// `lowerdir+` (before 6.8): `1` or `true`.
+pub const LEGACY_ENV: &str = "TINYRT_OVERLAY_LEGACY";
+/// The dir in `<store>/containers/<key>/` holding the short links to the layers that mount(2)
+/// is given when their full paths do not fit in its one-page option string.
+pub const LINK_DIR: &str = "l";
+
+fn legacy_forced() -> bool {
+    std::env::var(LEGACY_ENV).is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// The name of the link to the `i`th lower dir (topmost first): `i` in base 36.
+fn short_name(mut i: usize) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[i % 36]);
+        i /= 36;
+        if i == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+/// mount(2)'s overlay options: `lowerdir=` the lowers joined with `:`, `upperdir=`, `workdir=`.
+fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> Vec<u8> {
+    let mut o = b"lowerdir=".to_vec();
+    for (i, l) in lowers.iter().enumerate() {
+        if i > 0 {
+            o.push(b':');
+        }
+        o.extend_from_slice(l.as_os_str().as_bytes());
+    }
+    for (k, v) in [(&b",upperdir="[..], upper), (b",workdir=", work)] {
+        o.extend_from_slice(k);
+        o.extend_from_slice(v.as_os_str().as_bytes());
+    }
+    o
+}
+
+/// What mount(2) is given.
+#[derive(Debug, PartialEq)]
+struct LegacyOptions {
+    data: Vec<u8>,
+    /// Some(dir): `data` names lower i by the link `l/<short_name(i)>` and the upper and work
+    /// dirs relative to `dir` (the upper dir's parent, the container's dir), where mount(2)
+    /// is to run; None: `data` has the full paths.
+    relative_to: Option<PathBuf>,
+}
+
+/// The options for mount(2): the full paths if they fit in `limit` bytes (with the NUL: the
+/// page mount(2) copies), else the short relative form; Err(the short form's length) if
+/// neither fits.
+fn legacy_options(lowers: &[PathBuf], upper: &Path, work: &Path, limit: usize) -> std::result::Result<LegacyOptions, usize> {
+    let full = overlay_options(lowers, upper, work);
+    if full.len() < limit {
+        return Ok(LegacyOptions {
+            data: full,
+            relative_to: None,
+        });
+    }
+    let base = upper.parent().unwrap_or(Path::new("/"));
+    let rel = |p: &Path| p.strip_prefix(base).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf());
+    let links: Vec<PathBuf> = (0..lowers.len()).map(|i| Path::new(LINK_DIR).join(short_name(i))).collect();
+    let short = overlay_options(&links, &rel(upper), &rel(work));
+    if short.len() >= limit {
+        return Err(short.len());
+    }
+    Ok(LegacyOptions {
+        data: short,
+        relative_to: Some(base.to_path_buf()),
+    })
+}
+
+/// Remove the links to the layers (`<dir>/l/`), if any. Never follows them.
+fn remove_links(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir.join(LINK_DIR)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// `<dir>/l/<short_name(i)>` -> lower i, for each lower (a leftover `l/` replaced).
+fn make_links(dir: &Path, lowers: &[PathBuf]) -> Result<()> {
+    let ld = dir.join(LINK_DIR);
+    remove_links(dir).map_err(ioe(&ld))?;
+    std::fs::create_dir(&ld).map_err(ioe(&ld))?;
+    std::fs::set_permissions(&ld, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(ioe(&ld))?;
+    for (i, l) in lowers.iter().enumerate() {
+        let link = ld.join(short_name(i));
+        std::os::unix::fs::symlink(l, &link).map_err(ioe(&link))?;
+    }
+    Ok(())
+}
+
+fn open_path_dir(path: &Path) -> std::result::Result<OwnedFd, Errno> {
+    let p = c(path.as_os_str().as_bytes());
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    Errno::result(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The process's cwd when made, which it goes back to when dropped.
+struct SavedCwd(OwnedFd);
+
+impl SavedCwd {
+    fn save() -> std::result::Result<SavedCwd, Errno> {
+        open_path_dir(Path::new(".")).map(SavedCwd)
+    }
+}
+
+impl Drop for SavedCwd {
+    fn drop(&mut self) {
+        unsafe { libc::fchdir(self.0.as_raw_fd()) };
+    }
+}
+
+/// mount(2) the overlay with `data` on `rootfs`; with the cwd in `cwd` if given (for the
+/// relative paths in `data`), the process's cwd restored after (create is single-threaded).
+fn mount2(rootfs: &Path, data: &[u8], cwd: Option<&Path>) -> std::result::Result<(), (String, Errno)> {
+    let _restore = match cwd {
+        Some(dir) => {
+            let saved = SavedCwd::save().map_err(|e| ("open the cwd".to_string(), e))?;
+            let there = open_path_dir(dir).map_err(|e| (format!("open {}", dir.display()), e))?;
+            Errno::result(unsafe { libc::fchdir(there.as_raw_fd()) }).map_err(|e| (format!("chdir {}", dir.display()), e))?;
+            Some(saved)
+        }
+        None => None,
+    };
+    nix::mount::mount(Some("overlay"), rootfs, Some("overlay"), nix::mount::MsFlags::empty(), Some(data))
+        .map_err(|e| ("mount(2) overlay".to_string(), e))
+}
+
 fn mount_legacy(m: &OverlayMount) -> Result<()> {
-    let lower: Vec<String> = m.lowers.iter().map(|l| l.to_string_lossy().into_owned()).collect();
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        m.upper.display(),
-        m.work.display()
-    );
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
         .unwrap_or(4096) as usize;
-    if opts.len() >= page {
-        return Err(OverlayError::Mount {
-            rootfs: m.rootfs.clone(),
-            what: format!(
-                "{} layers need {} bytes of mount options, over the {page}-byte limit, and this kernel lacks lowerdir+ (Linux 6.8+)",
-                m.lowers.len(),
-                opts.len()
-            ),
-            err: Errno::E2BIG,
-            detail: String::new(),
-        });
-    }
-    nix::mount::mount(
-        Some("overlay"),
-        &m.rootfs,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .map_err(|e| OverlayError::Mount {
+    let err = |what: String, err: Errno| OverlayError::Mount {
         rootfs: m.rootfs.clone(),
-        what: "mount(2) overlay".into(),
-        err: e,
+        what,
+        err,
         detail: String::new(),
-    })
+    };
+    let opts = legacy_options(&m.lowers, &m.upper, &m.work, page).map_err(|len| {
+        err(
+            format!(
+                "{} layers need {len} bytes of mount options even by short links, over the {page}-byte limit, and this kernel lacks lowerdir+ (Linux 6.8+)",
+                m.lowers.len()
+            ),
+            Errno::E2BIG,
+        )
+    })?;
+    let Some(dir) = &opts.relative_to else {
+        return mount2(&m.rootfs, &opts.data, None).map_err(|(what, e)| err(what, e));
+    };
+    let r = make_links(dir, &m.lowers).and_then(|()| {
+        mount2(&m.rootfs, &opts.data, Some(dir)).map_err(|(what, e)| {
+            err(
+                format!(
+                    "{what} (the {} layers by their links in {})",
+                    m.lowers.len(),
+                    dir.join(LINK_DIR).display()
+                ),
+                e,
+            )
+        })
+    });
+    if r.is_err() {
+        let _ = remove_links(dir);
+    }
+    r
 }
 
 /// Unmount the container's overlay (if mounted) and remove its upper/work dirs, unless the
@@ -319,6 +466,9 @@ pub fn unmount_rootfs(annotations: &HashMap<String, String>, rootfs: &Path, cont
             })?;
         }
     }
+    // The links to the layers mount(2) may have been given: not needed once unmounted.
+    let cdir = store.container_dir(&key);
+    remove_links(&cdir).map_err(ioe(&cdir.join(LINK_DIR)))?;
     let Some(mut rec) = rec else { return Ok(None) };
     if rec.keep_upper || keep_upper(annotations) {
         rec.mounted = false;
@@ -478,6 +628,71 @@ fn walk(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path, links: &mut H
 mod tests {
     use super::*;
     use crate::image::unpack::tests::Scratch;
+
+    #[test]
+    fn short_names_are_base36() {
+        let n: Vec<String> = [0, 9, 10, 35, 36, 65, 1295, 1296].into_iter().map(short_name).collect();
+        assert_eq!(n, ["0", "9", "a", "z", "10", "1t", "zz", "100"]);
+    }
+
+    #[test]
+    fn legacy_options_full_then_short() {
+        let (upper, work) = (Path::new("/s/containers/k/upper"), Path::new("/s/containers/k/work"));
+        let lowers: Vec<PathBuf> = ["/s/layers/a/diff", "/s/layers/b/diff"].iter().map(PathBuf::from).collect();
+        // Fits: the full paths, no links.
+        assert_eq!(
+            legacy_options(&lowers, upper, work, 4096),
+            Ok(LegacyOptions {
+                data: b"lowerdir=/s/layers/a/diff:/s/layers/b/diff,upperdir=/s/containers/k/upper,workdir=/s/containers/k/work".to_vec(),
+                relative_to: None,
+            })
+        );
+        // 66 layers by 64-hex names: over a page in full, short links relative to the container dir.
+        let lowers: Vec<PathBuf> = (0..66)
+            .map(|i| PathBuf::from(format!("/var/lib/tinyrt/layers/{i:064x}/diff")))
+            .collect();
+        assert!(overlay_options(&lowers, upper, work).len() > 4096);
+        let o = legacy_options(&lowers, upper, work, 4096).unwrap();
+        assert_eq!(o.relative_to.as_deref(), Some(Path::new("/s/containers/k")));
+        let names: Vec<String> = (0..66).map(|i| format!("l/{}", short_name(i))).collect();
+        let want = format!("lowerdir={},upperdir=upper,workdir=work", names.join(":"));
+        assert_eq!(String::from_utf8(o.data).unwrap(), want);
+        assert!(want.starts_with("lowerdir=l/0:l/1:") && want.contains(":l/z:l/10:") && want.contains(":l/1t,upperdir="));
+        // The limit counts the NUL: exactly `limit` bytes do not fit.
+        assert_eq!(legacy_options(&lowers, upper, work, want.len()), Err(want.len()));
+        assert!(legacy_options(&lowers, upper, work, want.len() + 1).is_ok());
+        // A work dir elsewhere stays absolute.
+        let o = legacy_options(&lowers, upper, Path::new("/w"), 4096).unwrap();
+        assert!(String::from_utf8(o.data).unwrap().ends_with(",upperdir=upper,workdir=/w"));
+    }
+
+    #[test]
+    fn links_made_and_removed_without_following() {
+        let s = Scratch::new("links");
+        let lowers: Vec<PathBuf> = (0..40).map(|i| s.0.join(format!("layer{i}"))).collect();
+        for l in &lowers {
+            std::fs::create_dir_all(l).unwrap();
+            std::fs::write(l.join("f"), "x").unwrap();
+        }
+        let dir = s.0.join("c");
+        std::fs::create_dir_all(dir.join(LINK_DIR).join("stale")).unwrap();
+        make_links(&dir, &lowers).unwrap();
+        let mut got: Vec<String> = std::fs::read_dir(dir.join(LINK_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        got.sort_by_key(|n| (n.len(), n.clone()));
+        assert_eq!(got, (0..40).map(short_name).collect::<Vec<_>>(), "a leftover is replaced");
+        assert_eq!(std::fs::read_link(dir.join("l/13")).unwrap(), lowers[39]);
+        assert_eq!(std::fs::read_to_string(dir.join("l/a/f")).unwrap(), "x");
+        remove_links(&dir).unwrap();
+        remove_links(&dir).unwrap();
+        assert!(!dir.join(LINK_DIR).exists());
+        assert!(
+            lowers.iter().all(|l| l.join("f").exists()),
+            "a layer's content removed through its link"
+        );
+    }
 
     #[test]
     fn pax_lengths() {
