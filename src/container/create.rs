@@ -8,7 +8,7 @@ use crate::linux::namespaces::NsPlan;
 use crate::process::channel::Msg;
 use crate::process::{self, InitConfig, Launch};
 use crate::spec::{self, Bundle};
-use crate::state::{ContainerDir, State, Status, Store, rfc3339, write_atomic};
+use crate::state::{ContainerDir, State, Status, Store, rfc3339, write_volatile};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -217,6 +217,6 @@ pub(super) fn seccomp_filter(spec: &oci_spec::runtime::Spec) -> Result<Option<cr
 /// The pid file, replaced atomically (engines poll for it).
 pub(super) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let path = std::path::absolute(path).map_err(|e| Error::Usage(format!("--pid-file {}: {e}", path.display())))?;
-    write_atomic(&path, pid.to_string().as_bytes(), 0o644)?;
+    write_volatile(&path, pid.to_string().as_bytes(), 0o644)?;
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! The state store: `<root>/<id>/state.json` (the spec's state plus what tinyrt needs),
 //! `<root>/<id>/config.json` (the spec as validated at create). Every file is replaced
-//! atomically (temp file, fsync, rename), and commands that change a container hold an
-//! exclusive flock on its directory, so readers never see a torn file and writers never race.
+//! atomically (temp file, rename), and commands that change a container hold an exclusive
+//! flock on its directory, so readers never see a torn file and writers never race. State
+//! files are not fsynced: they describe processes, which a reboot ends anyway (the root is
+//! /run, a tmpfs, by default), and an fsync costs every verb a disk flush. Persistent data
+//! (the image store) uses [`write_atomic`], which does fsync.
 
 mod time;
 
@@ -280,9 +283,9 @@ impl ContainerDir {
         self.write_file("state.json", &bytes)
     }
 
-    /// Replace `name` atomically: write a temp file, fsync it, rename it over.
+    /// Replace `name` atomically: write a temp file, rename it over (no fsync: see above).
     pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        write_atomic(&self.path.join(name), bytes, 0o600)
+        write_replace(&self.path.join(name), bytes, 0o600, false)
     }
 
     pub fn read_file(&self, name: &str) -> Result<Vec<u8>> {
@@ -300,8 +303,19 @@ impl ContainerDir {
     }
 }
 
-/// Write `bytes` to `path` so that readers see the old or the new content, never a mix.
+/// Write `bytes` to `path` so that readers see the old or the new content, never a mix, and
+/// the new content is on disk when this returns.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_replace(path, bytes, mode, true)
+}
+
+/// Like [`write_atomic`], without the fsync: for files that do not outlive the processes
+/// they describe (container state, pid files).
+pub fn write_volatile(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_replace(path, bytes, mode, false)
+}
+
+fn write_replace(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> Result<()> {
     let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let res = (|| {
@@ -312,7 +326,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if res.is_err() {
