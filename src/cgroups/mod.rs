@@ -210,10 +210,22 @@ impl Cgroup {
     /// Make the planned directories (cpuset ones get their parent's cpus and mems).
     pub fn create(&self) -> Result<()> {
         for d in &self.created {
-            match std::fs::create_dir(d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io(d, "mkdir")(e)),
+            let mut tries = 0;
+            loop {
+                match std::fs::create_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => break,
+                    // A parent that another container's delete removed just now (the last
+                    // container under it went away between our plan and this mkdir): make
+                    // it again.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => {
+                        tries += 1;
+                        if let Some(parent) = d.parent() {
+                            let _ = std::fs::create_dir_all(parent);
+                        }
+                    }
+                    Err(e) => return Err(io(d, "mkdir")(e)),
+                }
             }
             // Only v1 needs cpus/mems copied down; on cgroup2 empty means "as the parent".
             let v2 = self
@@ -339,15 +351,17 @@ impl Cgroup {
         let mut patience = REMOVE_PATIENCE;
         for d in self.created.iter().rev() {
             let started = std::time::Instant::now();
+            let leaf = self.leaves.contains(d);
             loop {
                 match std::fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    // A parent that another container also uses is not empty: leave it at
+                    // once (its children are not ours to wait for).
+                    Err(e) if !leaf && (e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::ENOTEMPTY)) => break,
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && started.elapsed() < patience => {
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
-                    // A parent that another container also uses is not empty: leave it.
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && !self.leaves.contains(d) => break,
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                         patience = std::time::Duration::ZERO;
                         first_err.get_or_insert(CgroupError::Busy {
