@@ -99,8 +99,23 @@ def make_rootfs(dst):
     subprocess.run(["sh", os.path.join(here, "..", "bundle-examples", "mkrootfs.sh"), dst], check=True, stdout=subprocess.DEVNULL)
 
 
-def make_bundle(base, name, rootfs, tinyrt, tweak):
-    b = os.path.join(base, name)
+def own_cgroup_base():
+    """An absolute cgroup path under this process's own memory cgroup. Every runtime gets it
+    as linux.cgroupsPath prefix, so in the memory hierarchy (which this machine's supervisor
+    uses) every container lands under our own sub-path: crun reads a relative cgroupsPath from
+    the hierarchy roots, runc and tinyrt from their own cgroup, but an absolute path means the
+    same to all three."""
+    mem = "/"
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if "memory" in ctrls.split(","):
+                mem = path
+    return os.path.join(mem, f"tinyrt-bench-{os.getpid()}")
+
+
+def make_template(base, name, rootfs, tinyrt, tweak):
+    b = os.path.join(base, "template-" + name)
     os.makedirs(b)
     subprocess.run([tinyrt, "spec", "--bundle", b], check=True)
     with open(os.path.join(b, "config.json")) as f:
@@ -109,9 +124,61 @@ def make_bundle(base, name, rootfs, tinyrt, tweak):
     c["process"]["terminal"] = False
     c["process"]["args"] = ["/bin/true"]
     tweak(c)
-    with open(os.path.join(b, "config.json"), "w") as f:
-        json.dump(c, f)
-    return b
+    return c
+
+
+class Bundles:
+    """One bundle directory per container (made before the timed command), so that each has
+    its own cgroupsPath under `cgroup_base`."""
+
+    def __init__(self, work, templates, cgroup_base):
+        self.work, self.templates, self.cgroup_base = work, templates, cgroup_base
+
+    def __call__(self, variant, cid):
+        b = os.path.join(self.work, "bundles", cid)
+        os.makedirs(b, exist_ok=True)
+        c = json.loads(json.dumps(self.templates[variant]))
+        c["linux"]["cgroupsPath"] = f"{self.cgroup_base}/{cid}"
+        with open(os.path.join(b, "config.json"), "w") as f:
+            json.dump(c, f)
+        return b
+
+
+def cgroup_mounts():
+    with open("/proc/self/mountinfo") as f:
+        return [l.split(" - ")[0].split()[4] for l in f if " - cgroup" in l]
+
+
+def existing_ancestors(base):
+    """For each hierarchy, the deepest ancestor of `base` that exists now (so that teardown
+    removes the parents the runtimes make, e.g. /process_api/<hash> in the cpu hierarchy)."""
+    keep = {}
+    for mp in cgroup_mounts():
+        d = base
+        while d != "/" and not os.path.isdir(mp + d):
+            d = os.path.dirname(d)
+        keep[mp] = d
+    return keep
+
+
+def remove_cgroups(base, keep):
+    """rmdir the benchmark's cgroup tree in every hierarchy (children first), and the parents
+    made for it."""
+    for mp in cgroup_mounts():
+        top = mp + base
+        if os.path.isdir(top):
+            for d, _, _ in sorted(os.walk(top), key=lambda t: -len(t[0])):
+                try:
+                    os.rmdir(d)
+                except OSError as e:
+                    print(f"bench: could not remove {d}: {e}", file=sys.stderr)
+        d = os.path.dirname(base)
+        while d not in ("/", keep.get(mp, "/")) and len(d) > len(keep.get(mp, "/")):
+            try:
+                os.rmdir(mp + d)
+            except OSError:
+                break
+            d = os.path.dirname(d)
 
 
 def tweak_default(c):
@@ -157,16 +224,19 @@ def main():
     work = tempfile.mkdtemp(prefix="tinyrt-bench-")
     os.chmod(work, 0o755)  # the user-namespace bundle is reached as an unprivileged host uid
     results = {}  # metric -> runtime -> [values]
+    cgroup_base = own_cgroup_base()
+    cgroup_keep = existing_ancestors(cgroup_base)
     try:
         helper = rss_helper(work)
         rootfs = os.path.join(work, "rootfs")
         make_rootfs(rootfs)
-        bundles = {
-            "default": make_bundle(work, "default", rootfs, tinyrt, tweak_default),
-            "allns": make_bundle(work, "allns", rootfs, tinyrt, tweak_allns),
-            "memory": make_bundle(work, "memory", rootfs, tinyrt, tweak_memory),
-            "sleep": make_bundle(work, "sleep", rootfs, tinyrt, tweak_sleep),
+        templates = {
+            "default": make_template(work, "default", rootfs, tinyrt, tweak_default),
+            "allns": make_template(work, "allns", rootfs, tinyrt, tweak_allns),
+            "memory": make_template(work, "memory", rootfs, tinyrt, tweak_memory),
+            "sleep": make_template(work, "sleep", rootfs, tinyrt, tweak_sleep),
         }
+        bundle = Bundles(work, templates, cgroup_base)
         roots = {n: os.path.join(work, "root-" + n) for n, _ in rts}
 
         def rec(metric, rt, v):
@@ -179,12 +249,12 @@ def main():
                 n += 1
                 cid = f"b{n}"
                 for variant in ("default", "allns", "memory"):
-                    ms, _ = timed(R + ["run", "--bundle", bundles[variant], cid + variant])
+                    ms, _ = timed(R + ["run", "--bundle", bundle(variant, cid + variant), cid + variant])
                     rec(f"run /bin/true ({variant})", name, ms)
-                ms, _ = timed(R + ["create", "--bundle", bundles["default"], cid])
+                ms, _ = timed(R + ["create", "--bundle", bundle("default", cid), cid])
                 rec("create", name, ms)
                 rss_id = cid + "r"
-                rec("create peak RSS (KB)", name, peak_rss(helper, R + ["create", "--bundle", bundles["default"], rss_id]))
+                rec("create peak RSS (KB)", name, peak_rss(helper, R + ["create", "--bundle", bundle("default", rss_id), rss_id]))
                 timed(R + ["delete", "--force", rss_id])
                 rec("state", name, timed(R + ["state", cid])[0])
                 rec("start", name, timed(R + ["start", cid])[0])
@@ -195,20 +265,22 @@ def main():
                     time.sleep(0.001)
                 rec("delete", name, timed(R + ["delete", cid])[0])
                 sid = cid + "s"
-                timed(R + ["run", "--detach", "--bundle", bundles["sleep"], sid])
+                timed(R + ["run", "--detach", "--bundle", bundle("sleep", sid), sid])
                 rec("exec /bin/true", name, timed(R + ["exec", sid, "/bin/true"])[0])
                 timed(R + ["delete", "--force", sid])
                 reap()
         if a.batch:
             for name, path in rts:
                 R = [path, "--root", roots[name]]
+                ids = [f"batch{name}{i}" for i in range(a.batch)]
+                dirs = [bundle("sleep", i) for i in ids]
                 t0 = time.perf_counter()
-                for i in range(a.batch):
-                    timed(R + ["run", "--detach", "--bundle", bundles["sleep"], f"batch{i}"])
+                for i, d in zip(ids, dirs):
+                    timed(R + ["run", "--detach", "--bundle", d, i])
                 rec(f"{a.batch} containers create+start (s)", name, time.perf_counter() - t0)
                 rec(f"list with {a.batch} containers", name, statistics.median(timed(R + ["list"])[0] for _ in range(20)))
-                for i in range(a.batch):
-                    timed(R + ["delete", "--force", f"batch{i}"])
+                for i in ids:
+                    timed(R + ["delete", "--force", i])
                 reap()
     finally:
         for name, path in rts:
@@ -217,6 +289,7 @@ def main():
                 for cid in os.listdir(root):
                     subprocess.run([path, "--root", root, "delete", "--force", cid], capture_output=True)
         reap()
+        remove_cgroups(cgroup_base, cgroup_keep)
         shutil.rmtree(work, ignore_errors=True)
 
     names = [n for n, _ in rts]
