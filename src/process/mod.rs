@@ -1,7 +1,9 @@
 //! The process model. `tinyrt create` (the parent) forks an intermediate process that
 //! enters the namespaces given by path, creates the user namespace (the parent writes its
 //! id maps), unshares the other namespaces and forks the container's init, which becomes
-//! PID 1 of a new pid namespace. Parent and children talk over one socketpair with typed
+//! PID 1 of a new pid namespace. When there is nothing for an intermediate to do first (no
+//! namespace joined by path, no user or time namespace), the parent clones the init straight
+//! into its new namespaces instead, which saves a process. Parent and children talk over one socketpair with typed
 //! messages ([`channel::Msg`]); every failure in a child travels back as `Msg::Error` and
 //! is printed by the parent. Forks happen only from single-threaded processes.
 
@@ -70,15 +72,18 @@ impl Launch {
     }
 }
 
-/// Fork the intermediate process and return once the container's init exists.
+/// Fork the intermediate process (or clone the init directly) and return once the
+/// container's init exists.
 pub fn launch(cfg: &InitConfig) -> Result<Launch, ProcessError> {
+    let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    if cfg.ns.join.is_empty() && !cfg.ns.new.intersects(CloneFlags::CLONE_NEWUSER | time) {
+        return launch_direct(cfg);
+    }
     let (parent, child) = Channel::pair()?;
     match unsafe { fork() }.ctx(|| "fork")? {
         ForkResult::Child => {
             drop(parent);
-            let mut keep = vec![child.as_raw_fd(), cfg.fifo.as_raw_fd()];
-            keep.extend(cfg.console.as_ref().map(|c| c.as_raw_fd()));
-            crate::linux::fds::close_from_except(3 + cfg.preserve_fds as i32, &keep);
+            close_inherited(cfg, &child);
             intermediate(cfg, child)
         }
         ForkResult::Parent { child: mid } => {
@@ -94,6 +99,63 @@ pub fn launch(cfg: &InitConfig) -> Result<Launch, ProcessError> {
             }
         }
     }
+}
+
+/// The fds a container's first process keeps from its parent: the channel, the fifo, the
+/// console, and the --preserve-fds range (3..3+N).
+fn close_inherited(cfg: &InitConfig, chan: &Channel) {
+    let mut keep = vec![chan.as_raw_fd(), cfg.fifo.as_raw_fd()];
+    keep.extend(cfg.console.as_ref().map(|c| c.as_raw_fd()));
+    crate::linux::fds::close_from_except(3 + cfg.preserve_fds as i32, &keep);
+}
+
+/// The container starts with no signal blocked (`run` blocks some to wait for them).
+fn unblock_signals() {
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
+/// clone(2) the init into its new namespaces from this (single-threaded) process: like fork,
+/// the child runs on a copy of our stack. The cgroup namespace is still unshared by the init
+/// itself, once it is in its cgroup.
+fn launch_direct(cfg: &InitConfig) -> Result<Launch, ProcessError> {
+    let (parent, child) = Channel::pair()?;
+    let flags = cfg.ns.new.bits() & !CloneFlags::CLONE_NEWCGROUP.bits();
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        let errno = nix::errno::Errno::last();
+        return Err(SysError {
+            what: format!(
+                "clone of the container init with namespaces {:?}",
+                CloneFlags::from_bits_retain(flags)
+            ),
+            errno,
+        }
+        .into());
+    }
+    if pid == 0 {
+        drop(parent);
+        close_inherited(cfg, &child);
+        unblock_signals();
+        init::run(cfg, &child)
+    }
+    drop(child);
+    Ok(Launch {
+        chan: parent,
+        pid: pid as i32,
+    })
 }
 
 fn drive_intermediate(cfg: &InitConfig, chan: &Channel, mid: i32) -> Result<i32, ProcessError> {
@@ -143,12 +205,7 @@ fn intermediate(cfg: &InitConfig, chan: Channel) -> ! {
 }
 
 fn intermediate_steps(cfg: &InitConfig, chan: &Channel) -> Result<i32, ProcessError> {
-    // `run` blocks signals to wait for them; the container starts with none blocked.
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&nix::sys::signal::SigSet::empty()),
-        None,
-    );
+    unblock_signals();
     crate::linux::namespaces::join_all(&cfg.ns)?;
     if cfg.ns.new.contains(CloneFlags::CLONE_NEWUSER) {
         nix::sched::unshare(CloneFlags::CLONE_NEWUSER).ctx(|| "linux.namespaces (user): unshare")?;
