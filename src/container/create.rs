@@ -138,7 +138,7 @@ fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, consol
         preserve_fds: o.preserve_fds,
         no_pivot: o.no_pivot,
         no_new_keyring: o.no_new_keyring,
-        seccomp: seccomp_filter(&bundle.spec)?,
+        seccomp: seccomp_filter(seccomp_of(&bundle.spec))?,
     };
     let launch = process::launch(&cfg)?;
     match finish(dir, &cfg, &launch, state, o) {
@@ -176,7 +176,7 @@ fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut Sta
     loop {
         match launch.chan.recv_with_fd()? {
             (Msg::Ready, _) => break,
-            (Msg::SeccompFd, Some(fd)) => send_seccomp_fd(&cfg.bundle.spec, hook_state(state, "creating"), launch.pid, &fd)?,
+            (Msg::SeccompFd, Some(fd)) => send_seccomp_fd(seccomp_of(&cfg.bundle.spec), hook_state(state, "creating"), launch.pid, &fd)?,
             (m, _) => {
                 return Err(crate::process::channel::ChannelError::Unexpected {
                     got: format!("{m:?}"),
@@ -195,9 +195,14 @@ fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut Sta
 }
 
 /// Give the seccomp agent the notify fd of a container process.
-pub(super) fn send_seccomp_fd(spec: &oci_spec::runtime::Spec, state: String, pid: i32, fd: &OwnedFd) -> Result<()> {
+/// linux.seccomp of a spec.
+pub(super) fn seccomp_of(spec: &oci_spec::runtime::Spec) -> Option<&oci_spec::runtime::LinuxSeccomp> {
+    spec.linux().as_ref().and_then(|l| l.seccomp().as_ref())
+}
+
+pub(super) fn send_seccomp_fd(seccomp: Option<&oci_spec::runtime::LinuxSeccomp>, state: String, pid: i32, fd: &OwnedFd) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+    let Some(s) = seccomp else {
         return Ok(());
     };
     let Some(path) = s.listener_path() else { return Ok(()) };
@@ -207,8 +212,8 @@ pub(super) fn send_seccomp_fd(spec: &oci_spec::runtime::Spec, state: String, pid
 }
 
 /// linux.seccomp built into a filter (None without one).
-pub(super) fn seccomp_filter(spec: &oci_spec::runtime::Spec) -> Result<Option<crate::linux::seccomp::Filter>> {
-    match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+pub(super) fn seccomp_filter(seccomp: Option<&oci_spec::runtime::LinuxSeccomp>) -> Result<Option<crate::linux::seccomp::Filter>> {
+    match seccomp {
         Some(s) => Ok(Some(crate::linux::seccomp::build(s).map_err(|e| Error::Usage(e.to_string()))?)),
         None => Ok(None),
     }

@@ -5,13 +5,38 @@
 use super::{Error, Result, hook_state, pidfd, wait_pidfd};
 use crate::hooks;
 use crate::state::{StateError, Status, Store};
-use oci_spec::runtime::Spec;
 use std::time::Duration;
 
-/// The spec saved at create, if it is there and whole.
-pub(super) fn saved_spec(store: &Store, id: &str) -> Option<Spec> {
+/// Only `hooks` of the saved spec (start and delete need no more): the rest of the file is
+/// skipped, not built, which is most of the cost of reading a spec.
+pub(super) fn saved_hooks(store: &Store, id: &str) -> Option<oci_spec::runtime::Hooks> {
+    #[derive(serde::Deserialize)]
+    struct HooksOnly {
+        hooks: Option<oci_spec::runtime::Hooks>,
+    }
     let text = std::fs::read(store.path_of(id).join("config.json")).ok()?;
-    serde_json::from_slice(&text).ok()
+    serde_json::from_slice::<HooksOnly>(&text).ok()?.hooks
+}
+
+/// What exec takes from the saved spec: `process` (the defaults it inherits) and
+/// `linux.seccomp` (the filter it gets too); the rest is skipped.
+#[derive(serde::Deserialize, Default)]
+pub(super) struct ExecParts {
+    pub process: Option<oci_spec::runtime::Process>,
+    #[serde(default)]
+    pub linux: SeccompOnly,
+}
+
+#[derive(serde::Deserialize, Default)]
+pub(super) struct SeccompOnly {
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+}
+
+pub(super) fn saved_exec_parts(store: &Store, id: &str) -> ExecParts {
+    std::fs::read(store.path_of(id).join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .unwrap_or_default()
 }
 
 /// How long `delete --force` waits for the init to die after SIGKILL.
@@ -101,8 +126,8 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             }
         }
         if st.status != Status::Creating
-            && let Some(spec) = saved_spec(store, id)
-            && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref())
+            && let Some(hooks) = saved_hooks(store, id)
+            && let Some(h) = hooks.poststop().as_ref()
             && let Err(e) = hooks::run_all("poststop", h, &hook_state(st, "stopped"))
         {
             // The spec: a failing poststop hook is logged, and the delete goes on.

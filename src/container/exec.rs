@@ -135,8 +135,8 @@ pub fn exec(store: &Store, o: &ExecOpts) -> Result<i32> {
         }
         s => return Err(Error::Status(format!("cannot exec in a {s} container {}", o.id))),
     }
-    let spec = super::delete::saved_spec(store, &o.id);
-    let process = build_process(o, spec.as_ref().and_then(|s| s.process().as_ref()))?;
+    let saved = super::delete::saved_exec_parts(store, &o.id);
+    let process = build_process(o, saved.process.as_ref())?;
     check_process(&process)?;
     let terminal = process.terminal().unwrap_or(false);
     let (console, relay_end) = match (&o.console_socket, terminal) {
@@ -167,10 +167,8 @@ pub fn exec(store: &Store, o: &ExecOpts) -> Result<i32> {
     let init_pid = st
         .live_pid()
         .ok_or_else(|| Error::Status(format!("container {} is not running", o.id)))?;
-    let filter = match &spec {
-        Some(s) => super::create::seccomp_filter(s)?,
-        None => None,
-    };
+    let seccomp = saved.linux.seccomp.as_ref();
+    let filter = super::create::seccomp_filter(seccomp)?;
     let cfg = ExecConfig {
         init_pid,
         process: &process,
@@ -186,8 +184,7 @@ pub fn exec(store: &Store, o: &ExecOpts) -> Result<i32> {
         }
         let pid = child.pid;
         child.proceed(|fd| {
-            let Some(spec) = &spec else { return Ok(()) };
-            super::create::send_seccomp_fd(spec, super::hook_state(&st, "running"), pid, &fd)
+            super::create::send_seccomp_fd(seccomp, super::hook_state(&st, "running"), pid, &fd)
                 .map_err(|e| crate::process::ProcessError::Sys(crate::linux::invalid(e.to_string())))
         })?;
         Ok(())

@@ -70,8 +70,8 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
     st.status = Status::Running;
     dir.write_state(&st)?;
     drop(dir);
-    let spec = super::delete::saved_spec(store, id);
-    if let Some(h) = spec.as_ref().and_then(|s| s.hooks().as_ref()).and_then(|h| h.poststart().as_ref()) {
+    let hooks = super::delete::saved_hooks(store, id);
+    if let Some(h) = hooks.as_ref().and_then(|h| h.poststart().as_ref()) {
         // A failing poststart hook is a warning: the container runs on.
         if let Err(e) = hooks::run_all("poststart", h, &hook_state(&st, "running")) {
             crate::cli::warn(&e.to_string());
