@@ -194,12 +194,12 @@ fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut Sta
     Ok(())
 }
 
-/// Give the seccomp agent the notify fd of a container process.
 /// linux.seccomp of a spec.
 pub(super) fn seccomp_of(spec: &oci_spec::runtime::Spec) -> Option<&oci_spec::runtime::LinuxSeccomp> {
     spec.linux().as_ref().and_then(|l| l.seccomp().as_ref())
 }
 
+/// Give the seccomp agent the notify fd of a container process.
 pub(super) fn send_seccomp_fd(seccomp: Option<&oci_spec::runtime::LinuxSeccomp>, state: String, pid: i32, fd: &OwnedFd) -> Result<()> {
     use std::os::fd::AsRawFd;
     let Some(s) = seccomp else {
