@@ -2,8 +2,9 @@
 //! enters the namespaces given by path, creates the user namespace (the parent writes its
 //! id maps), unshares the other namespaces and forks the container's init, which becomes
 //! PID 1 of a new pid namespace. When there is nothing for an intermediate to do first (no
-//! namespace joined by path, no user or time namespace), the parent clones the init straight
-//! into its new namespaces instead, which saves a process. Parent and children talk over one socketpair with typed
+//! namespace joined by path, no time namespace, whose offsets must be written before any
+//! process is in it), the parent clones the init straight into its new namespaces instead
+//! (writing the id maps of a new user namespace right after), which saves a process. Parent and children talk over one socketpair with typed
 //! messages ([`channel::Msg`]); every failure in a child travels back as `Msg::Error` and
 //! is printed by the parent. Forks happen only from single-threaded processes.
 
@@ -76,7 +77,7 @@ impl Launch {
 /// container's init exists.
 pub fn launch(cfg: &InitConfig) -> Result<Launch, ProcessError> {
     let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
-    if cfg.ns.join.is_empty() && !cfg.ns.new.intersects(CloneFlags::CLONE_NEWUSER | time) {
+    if cfg.ns.join.is_empty() && !cfg.ns.new.intersects(time) {
         return launch_direct(cfg);
     }
     let (parent, child) = Channel::pair()?;
@@ -119,10 +120,13 @@ fn unblock_signals() {
 }
 
 /// clone(2) the init into its new namespaces from this (single-threaded) process: like fork,
-/// the child runs on a copy of our stack. The cgroup namespace is still unshared by the init
-/// itself, once it is in its cgroup.
+/// the child runs on a copy of our stack. With a user namespace, the other new namespaces
+/// are owned by it (as after unshare(USER) then unshare(rest)); the child waits for the id
+/// maps the parent writes, then becomes root in it. The cgroup namespace is still unshared by
+/// the init itself, once it is in its cgroup.
 fn launch_direct(cfg: &InitConfig) -> Result<Launch, ProcessError> {
     let (parent, child) = Channel::pair()?;
+    let userns = cfg.ns.new.contains(CloneFlags::CLONE_NEWUSER);
     let flags = cfg.ns.new.bits() & !CloneFlags::CLONE_NEWCGROUP.bits();
     let pid = unsafe {
         libc::syscall(
@@ -149,13 +153,43 @@ fn launch_direct(cfg: &InitConfig) -> Result<Launch, ProcessError> {
         drop(parent);
         close_inherited(cfg, &child);
         unblock_signals();
+        if userns
+            && let Err(e) = child
+                .expect(Msg::MapsWritten)
+                .map_err(ProcessError::from)
+                .and_then(|()| root_in_userns())
+        {
+            child_fail(&child, e)
+        }
         init::run(cfg, &child)
     }
     drop(child);
-    Ok(Launch {
+    let launch = Launch {
         chan: parent,
         pid: pid as i32,
-    })
+    };
+    if userns {
+        let linux = cfg.bundle.spec.linux().as_ref().expect("a user namespace implies a linux section");
+        if let Err(e) = write_id_maps(launch.pid, linux)
+            .map_err(ProcessError::from)
+            .and_then(|()| launch.chan.send(&Msg::MapsWritten).map_err(Into::into))
+        {
+            launch.abort();
+            return Err(e);
+        }
+    }
+    Ok(launch)
+}
+
+/// In a new user namespace whose maps are written: become its root (uid and gid 0).
+fn root_in_userns() -> Result<(), ProcessError> {
+    let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+    nix::unistd::setresgid(root.0, root.0, root.0).ctx(|| "setresgid 0 in the user namespace (is 0 mapped in linux.gidMappings?)")?;
+    nix::unistd::setresuid(root.1, root.1, root.1).ctx(|| "setresuid 0 in the user namespace (is 0 mapped in linux.uidMappings?)")?;
+    // Changing ids made us non-dumpable, so /proc/self belongs to the host's root (and
+    // timens_offsets could not be written). Nothing else lives in this user namespace yet.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    Ok(())
 }
 
 fn drive_intermediate(cfg: &InitConfig, chan: &Channel, mid: i32) -> Result<i32, ProcessError> {
@@ -211,12 +245,7 @@ fn intermediate_steps(cfg: &InitConfig, chan: &Channel) -> Result<i32, ProcessEr
         nix::sched::unshare(CloneFlags::CLONE_NEWUSER).ctx(|| "linux.namespaces (user): unshare")?;
         chan.send(&Msg::UserNsReady)?;
         chan.expect(Msg::MapsWritten)?;
-        let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
-        nix::unistd::setresgid(root.0, root.0, root.0).ctx(|| "setresgid 0 in the user namespace (is 0 mapped in linux.gidMappings?)")?;
-        nix::unistd::setresuid(root.1, root.1, root.1).ctx(|| "setresuid 0 in the user namespace (is 0 mapped in linux.uidMappings?)")?;
-        // Changing ids made us non-dumpable, so /proc/self belongs to the host's root and
-        // timens_offsets could not be written. Nothing else lives in this user namespace yet.
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        root_in_userns()?;
     }
     // Raw bits: CLONE_NEWTIME is not a named CloneFlags bit, and `!` would drop it.
     let rest = CloneFlags::from_bits_retain(cfg.ns.new.bits() & !(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWCGROUP).bits());
