@@ -64,18 +64,19 @@ cleanup() {
 # Returns 1 if there were any. The ids, as the suites make them:
 #   conformance  <Env name>-<pid>-<n>  (Env::id in conformance/harness.rs; names from Env::new)
 #   network      nt<tag>-<n>-<name>    (Net::id in integration/network.rs)
-#   image        fixed short ids        (integration/image.rs: start_sleeper/run calls)
+#   image        tinyrt-image-it-<pid>-<id>  (the cgroupsPath rt_env gives each container)
+#   engines      tinyrt-engines-<tag>   (the suite's own cgroup parent; its teardown removes it)
 # All are relative cgroupsPaths: each sits in the runtime's own cgroup of every hierarchy
 # (/sys/fs/cgroup/H/, or /sys/fs/cgroup/memory/process_api/<hash>/ when that is where the
 # run's memory cgroup is). A suite binary running elsewhere (a concurrent run) owns the
 # directories of its ids: those are left alone.
 leaked_cgroups() {
-    local names images conf_re net_re img_re d name parent pid exe found=0
+    local names conf_re net_re img_re eng_re d name pid exe found=0
     names=$(grep -ho 'Env::new("[a-z0-9_]*")' conformance/*.rs | sed 's/^Env::new("//; s/")$//; s/_/-/g' | sort -u | paste -sd'|')
-    images=$(grep -oE '(start_sleeper|run)\(&t, &[a-z0-9]+, "[a-z0-9-]+"' integration/image.rs | sed 's/.*, "//; s/"$//' | sort -u | paste -sd'|')
     conf_re="^(${names:-none})-([0-9]+)-[0-9]+\$"
     net_re='^nt[0-9a-f]{6}-[0-9]+-[a-z0-9-]+$'
-    img_re="^(${images:-none})\$"
+    img_re='^tinyrt-image-it-([0-9]+)-[a-z0-9-]+$'
+    eng_re='^tinyrt-engines-[0-9a-f]{6}$'
     # -depth: children before parents, so rmdir can take both.
     while IFS= read -r d; do
         name=${d##*/}
@@ -86,10 +87,11 @@ leaked_cgroups() {
         elif [[ $name =~ $net_re ]]; then
             suite_running network && continue
         elif [[ $name =~ $img_re ]]; then
-            # Short, common names: only right in our own cgroup or a process_api one.
-            parent=${d%/*}
-            in_own_cgroup "$parent" || [[ $parent =~ ^/sys/fs/cgroup/memory/process_api/[^/]+$ ]] || continue
-            suite_running image && continue
+            pid=${BASH_REMATCH[1]}
+            exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+            [[ ${exe##*/} =~ ^image-[0-9a-f]+ ]] && continue
+        elif [[ $name =~ $eng_re ]]; then
+            suite_running engines && continue
         else
             continue
         fi
@@ -98,18 +100,6 @@ leaked_cgroups() {
         rmdir "$d" 2>/dev/null || echo "test.sh: could not remove $d" >&2
     done < <(find /sys/fs/cgroup -mindepth 1 -maxdepth 4 -depth -type d 2>/dev/null)
     return $((found))
-}
-
-# Whether the directory $1 is this script's own cgroup in one of the hierarchies (the tests
-# inherit it, and tinyrt makes relative cgroupsPaths in it).
-in_own_cgroup() {
-    local line p
-    while IFS= read -r line; do
-        p=${line#*:*:}
-        p=${p%/}
-        [[ $1 == "/sys/fs/cgroup$p" || $1 =~ ^/sys/fs/cgroup/[^/]+"$p"$ ]] && return 0
-    done </proc/self/cgroup
-    return 1
 }
 
 # Whether a test binary of suite $1 (cargo names it deps/$1-<hash>) is running.

@@ -240,6 +240,16 @@ struct Out {
 /// stdout/stderr to files of the test (a detached container's init inherits them: a pipe
 /// would not reach EOF while it lives).
 fn rt_env(t: &TestDir, env: &[(&str, &str)], args: &[&str]) -> Out {
+    // The container ids here are short and fixed: give each container a cgroup unique to this
+    // process, so two runs of the suite (or other suites) never share one.
+    if matches!(args.first(), Some(&"run" | &"create"))
+        && let (Some(i), Some(id)) = (args.iter().position(|a| *a == "-b"), args.last())
+    {
+        let bundle = Path::new(args[i + 1]);
+        let mut spec = spec_of(bundle);
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("tinyrt-image-it-{}-{id}", std::process::id()));
+        std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    }
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (out, err) = (t.p(&format!("cmd{n}.out")), t.p(&format!("cmd{n}.err")));
