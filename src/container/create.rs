@@ -103,11 +103,6 @@ fn create_in(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Optio
 }
 
 fn launch_and_finish(dir: &ContainerDir, bundle: &Bundle, o: &CreateOpts, console: Option<OwnedFd>, state: &mut State) -> Result<i32> {
-    state.cgroup.create()?;
-    state.cgroup.enable_all_v2()?;
-    if let Some(r) = bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-        cgroups::apply_resources(&state.cgroup, r)?;
-    }
     dir.write_file("config.json", &serde_json::to_vec(&bundle.spec).expect("spec serializes"))?;
     let fifo = dir.path().join("exec.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622)).map_err(|e| crate::linux::SysError {
@@ -161,10 +156,23 @@ fn finish(dir: &ContainerDir, cfg: &InitConfig, launch: &Launch, state: &mut Sta
     state.pid = Some(launch.pid);
     state.pid_start = crate::linux::proc::stat(launch.pid).map(|(_, t)| t);
     dir.write_state(state)?;
-    // In its cgroups before it runs anything of the user's (and before a cgroup namespace).
+    // The init mounts what needs no cgroup meanwhile (the second core's work), and waits for
+    // Proceed before its cgroup mount, its device nodes and its cgroup namespace: it is in its
+    // cgroups, with their limits, before it runs anything of the user's.
+    state.cgroup.create()?;
+    state.cgroup.enable_all_v2()?;
+    if let Some(r) = cfg.bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        cgroups::apply_resources(&state.cgroup, r)?;
+    }
     state.cgroup.add(launch.pid)?;
     let hstate = hook_state(state, "creating");
-    launch.chan.send(&Msg::Proceed { state: hstate.clone() })?;
+    if let Err(e) = launch.chan.send(&Msg::Proceed { state: hstate.clone() }) {
+        // The init failed before it needed its cgroup: its error is waiting on the channel.
+        return Err(match launch.chan.recv() {
+            Err(child @ crate::process::channel::ChannelError::Child { .. }) => child.into(),
+            _ => e.into(),
+        });
+    }
     if cfg.has_create_hooks() {
         launch.chan.expect(Msg::RunCreateHooks)?;
         if let Some(h) = cfg.bundle.spec.hooks() {

@@ -24,6 +24,10 @@ pub struct RootfsCtx<'a> {
     pub userns: bool,
     /// The container has its own cgroup namespace.
     pub cgroupns: bool,
+    /// Called (once) before anything that needs the container's cgroup: a cgroup mount, and
+    /// the device nodes (made under the container's device controller). Mounts before that
+    /// point are made while the parent is still creating the cgroups.
+    pub enter_cgroup: &'a dyn Fn() -> Result<()>,
 }
 
 /// Everything before pivot_root. Returns an O_PATH fd of the rootfs.
@@ -48,6 +52,9 @@ pub fn prepare(cx: &RootfsCtx) -> Result<OwnedFd> {
     let old_umask = umask(Mode::empty());
     let mut dev_bound = false;
     for (i, m) in cx.spec.mounts().iter().flatten().enumerate() {
+        if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            (cx.enter_cgroup)()?;
+        }
         mount_one(cx, &root, m).map_err(|e| super::SysError {
             what: format!("mounts[{i}] ({}): {}", m.destination().display(), e.what),
             errno: e.errno,
@@ -56,6 +63,7 @@ pub fn prepare(cx: &RootfsCtx) -> Result<OwnedFd> {
             dev_bound = true;
         }
     }
+    (cx.enter_cgroup)()?;
     if !dev_bound {
         setup_devices(cx, &root)?;
     }

@@ -32,12 +32,29 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(Exe, String), ProcessError
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let spec = &cfg.bundle.spec;
     let process = spec.process().as_ref().expect("validated: process present");
-    let Msg::Proceed { state } = chan.recv()? else {
-        return Err(crate::linux::invalid("unexpected message from the parent (wanted Proceed)").into());
+    // The parent makes the cgroups and puts us in them while we mount what needs no cgroup;
+    // `Proceed` (with the state for hooks) says we are in. Only then the cgroup namespace,
+    // rooted at our cgroup.
+    let proceeded: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
+    let enter_cgroup = || -> crate::linux::Result<()> {
+        if proceeded.borrow().is_some() {
+            return Ok(());
+        }
+        let state = match chan.recv() {
+            Ok(Msg::Proceed { state }) => state,
+            Ok(other) => {
+                return Err(crate::linux::invalid(format!(
+                    "unexpected message from the parent: {other:?} (wanted Proceed)"
+                )));
+            }
+            Err(e) => return Err(crate::linux::invalid(format!("waiting for the parent: {e}"))),
+        };
+        if cfg.ns.creates(T::Cgroup) {
+            nix::sched::unshare(clone_flag(T::Cgroup)).ctx(|| "linux.namespaces (cgroup): unshare")?;
+        }
+        *proceeded.borrow_mut() = Some(state);
+        Ok(())
     };
-    if cfg.ns.creates(T::Cgroup) {
-        nix::sched::unshare(clone_flag(T::Cgroup)).ctx(|| "linux.namespaces (cgroup): unshare")?;
-    }
     nix::unistd::setsid().ctx(|| "setsid")?;
     if !cfg.no_new_keyring {
         join_session_keyring(&cfg.bundle.spec)?;
@@ -52,8 +69,11 @@ fn setup(cfg: &InitConfig, chan: &Channel) -> Result<(Exe, String), ProcessError
         bundle: &cfg.bundle.dir,
         userns: cfg.ns.has(T::User),
         cgroupns: cfg.ns.has(T::Cgroup),
+        enter_cgroup: &enter_cgroup,
     };
     let _root = rootfs::prepare(&cx)?;
+    enter_cgroup()?;
+    let state = proceeded.take().expect("entered the cgroup");
 
     if cfg.has_create_hooks() {
         chan.send(&Msg::RunCreateHooks)?;
