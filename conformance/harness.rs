@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::support::procs::children_in_cgroup;
+
 pub const RT: &str = env!("CARGO_BIN_EXE_tinyrt");
 /// The longest any single tinyrt invocation may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -475,25 +477,6 @@ fn kill_and_reap(pid: i32) {
             _ => return,
         }
     }
-}
-
-/// Our children (zombies included) that are in container `id`'s cgroup, or below it.
-fn children_in_cgroup(id: &str) -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-            rest.split(' ').nth(1) == Some(me.as_str())
-        })
-        .filter(|p| {
-            let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap_or_default();
-            cg.lines()
-                .any(|l| l.splitn(3, ':').nth(2).is_some_and(|path| path.split('/').any(|c| c == id)))
-        })
-        .collect()
 }
 
 /// Pids (other than ours) whose command line contains any of `needles`.

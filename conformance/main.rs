@@ -15,6 +15,9 @@ mod isolation;
 mod lifecycle;
 mod process;
 mod runtime;
+mod support {
+    pub mod procs;
+}
 
 use libtest_mimic::{Arguments, Trial};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -127,16 +130,10 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
 
 /// Our children still alive: container inits a failed test left (they were reparented to us).
 fn live_children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-            let f: Vec<&str> = rest.split(' ').collect();
-            f.len() > 1 && f[1] == me && f[0] != "Z"
-        })
+    support::procs::our_children()
+        .into_iter()
+        .filter(|&(_, state)| state != 'Z')
+        .map(|(p, _)| p)
         .collect()
 }
 

@@ -7,7 +7,11 @@
 //!
 //! Run with `cargo test --test network` (as root; skipped otherwise or without nft/busybox).
 
+#[path = "../conformance/support/procs.rs"]
+mod procs;
+
 use libtest_mimic::{Arguments, Failed, Trial};
+use procs::children_in_cgroup;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -366,25 +370,6 @@ impl Drop for Net {
 /// The cgroup directories tinyrt makes for container `id` (its default, relative path).
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     tinyrt::cgroups::resolve(None, id, false).map(|c| c.leaves).unwrap_or_default()
-}
-
-/// Our children (zombies included) in container `id`'s cgroup, or below it.
-fn children_in_cgroup(id: &str) -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-            rest.split(' ').nth(1) == Some(me.as_str())
-        })
-        .filter(|p| {
-            let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap_or_default();
-            cg.lines()
-                .any(|l| l.splitn(3, ':').nth(2).is_some_and(|path| path.split('/').any(|c| c == id)))
-        })
-        .collect()
 }
 
 /// Reap, without waiting, the processes of container `id` that are our children and exited.
