@@ -8,6 +8,7 @@
 mod bad_input;
 mod console;
 mod engine;
+mod faults;
 mod filesystem;
 mod harness;
 mod hooks;
@@ -76,6 +77,9 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
         ("fs_readonly_paths", filesystem::readonly_paths, false),
         ("fs_sysctl", filesystem::sysctl, false),
         ("fs_hostname_domainname", filesystem::hostname_domainname, false),
+        // crash consistency: tinyrt SIGKILLed mid-verb, then delete --force leaves nothing
+        ("faults_kill_during_create", faults::kill_during_create, false),
+        ("faults_kill_during_run_detach", faults::kill_during_run_detach, false),
         // runtime verbs and resources (exec, ps, pause, update, events, seccomp, features)
         ("runtime_exec_joins_the_container", runtime::exec_joins_the_container, false),
         ("runtime_exec_process_json_and_detach", runtime::exec_process_json_and_detach, false),
