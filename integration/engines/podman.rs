@@ -88,9 +88,11 @@ fn run_output_and_exit_code(rt: Rt) -> R {
     check(o.code == 6, format!("exit {} (want 6): {}", o.code, o.stderr))
 }
 
+/// (The program waits a moment: podman attaches to the terminal after `start`, and the output
+/// of a program that ends before that is lost, with runc as with tinyrt.)
 fn run_it_tty(rt: Rt) -> R {
     let cmd = format!(
-        "{} --runtime {} run --rm -it --network none {} {} tty",
+        "{} --runtime {} run --rm -it --network none {} {} sh -c 'sleep 0.5; tty'",
         engines().podman,
         rt.binary().display(),
         common(),
@@ -110,7 +112,12 @@ fn exec(rt: Rt) -> R {
 
 fn exec_tty(rt: Rt) -> R {
     let c = sleeper(rt)?;
-    let cmd = format!("{} --runtime {} exec -it {} tty", engines().podman, rt.binary().display(), c.1);
+    let cmd = format!(
+        "{} --runtime {} exec -it {} sh -c 'sleep 0.3; tty'",
+        engines().podman,
+        rt.binary().display(),
+        c.1
+    );
     let o = sh(&format!("script -qec {} /dev/null", quote(&cmd)));
     check_contains(&o.stdout, "/dev/pts/", "exec tty")
 }
