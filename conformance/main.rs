@@ -6,6 +6,7 @@
 //! inits it knows, and everything left is reaped once all tests ran.
 
 mod bad_input;
+mod concurrency;
 mod console;
 mod engine;
 mod faults;
@@ -77,6 +78,13 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
         ("fs_readonly_paths", filesystem::readonly_paths, false),
         ("fs_sysctl", filesystem::sysctl, false),
         ("fs_hostname_domainname", filesystem::hostname_domainname, false),
+        // many containers, and commands racing on one
+        (
+            "concurrency_fifty_containers_list_and_state",
+            concurrency::fifty_containers_list_and_state,
+            false,
+        ),
+        ("concurrency_conflicting_operations", concurrency::conflicting_operations, false),
         // crash consistency: tinyrt SIGKILLed mid-verb, then delete --force leaves nothing
         ("faults_kill_during_create", faults::kill_during_create, false),
         ("faults_kill_during_run_detach", faults::kill_during_run_detach, false),
