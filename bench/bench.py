@@ -12,7 +12,7 @@ cgroup2 mount at /sys/fs/cgroup/unified is unmounted, so every runtime sees the 
 layout (the host's mounts are untouched).
 
 usage: bench/bench.py [--rounds N] [--ref crun] [--hide-unified] NAME=PATH [NAME=PATH...]
-   e.g. sudo bench/bench.py --hide-unified tinyrt=target/release/tinyrt runc=/usr/sbin/runc crun=/usr/bin/crun
+   e.g. sudo bench/bench.py --hide-unified tinyrt=target/x86_64-unknown-linux-gnu/release/tinyrt runc=/usr/sbin/runc crun=/usr/bin/crun
 """
 import argparse, ctypes, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 

@@ -40,7 +40,7 @@ find_cargo() {
 
 rt=${TINYRT:-}
 if [[ -z "$rt" ]]; then
-    rt="$repo/target/release/tinyrt"
+    rt="$repo/target/x86_64-unknown-linux-gnu/release/tinyrt"
     if find_cargo; then
         say "building tinyrt: cargo build --release"
         (cd "$repo" && cargo build --release)

@@ -7,7 +7,7 @@ set -u
 SRC=${CGV2_SRC:-/mnt/src}
 # CGV2_RT (cgv2_rt= on the kernel command line, run.sh's CGV2_TINYRT): another binary,
 # relative to the project directory.
-RT="$SRC/${CGV2_RT:-target/release/tinyrt}"
+RT="$SRC/${CGV2_RT:-target/x86_64-unknown-linux-gnu/release/tinyrt}"
 W=/tmp/cgv2
 STATE="$W/state"
 CG=/sys/fs/cgroup

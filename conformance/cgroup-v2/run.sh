@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # tinyrt on cgroup v2 (unified): boot a stock Debian kernel in qemu with only cgroup2 mounted
 # (cgroup_no_v1=all), share the project directory into it over 9p, and run guest-test.sh
-# there against target/release/tinyrt. The host's own cgroups can stay v1/hybrid.
+# there against target/x86_64-unknown-linux-gnu/release/tinyrt (see .cargo/config.toml). The host's own cgroups can stay v1/hybrid.
 #
 #   sudo conformance/cgroup-v2/run.sh        (as root; exit 0 = the guest said PASS)
 #
 # What it does, all idempotent and non-interactive:
 #   1. apt: qemu-system-x86 from bookworm-backports (added as a suite of the mirror named in
 #      /etc/apt/sources.list.d/debian.sources when missing), busybox-static, cpio, jq.
-#   2. cargo build --release (the guest runs the dynamically linked binary; the initramfs
-#      carries the libraries `ldd` names and the dynamic loader).
+#   2. cargo build --release (a static binary, see .cargo/config.toml; were it dynamic, the
+#      initramfs would carry the libraries `ldd` names and the dynamic loader).
 #   3. apt-get download Debian's linux-image-*-amd64 (never installed), dpkg -x it into
 #      target/cgroup-v2/, take vmlinuz and the modules 9p/overlay/veth/bridge need.
 #   4. an initramfs (cpio, gzip): static busybox, those libs, jq and its libs (the guest edits
@@ -25,7 +25,7 @@
 #   CGV2_ACCEL=kvm|tcg forces the accelerator; CGV2_SKIP_BUILD=1 skips cargo build;
 #   CGV2_VERBOSE=1 boots without "quiet"; CGV2_TEST=PATH (relative to the project) runs that
 #   guest script instead of guest-test.sh (it must write "N passed, N failed" to /tmp/cgv2-result);
-#   CGV2_TINYRT=PATH (inside the project) tests that binary instead of target/release/tinyrt.
+#   CGV2_TINYRT=PATH (inside the project) tests that binary instead of target/x86_64-unknown-linux-gnu/release/tinyrt.
 # Everything it writes is under target/cgroup-v2/ (cached: the kernel .deb, and vmlinuz plus
 # the needed modules in kernel-VERSION/; the per-run work dir run.* is removed on exit), except
 # /etc/apt/sources.list.d/bookworm-backports.sources when it has to add that suite.
@@ -95,7 +95,7 @@ if [[ -z ${CGV2_SKIP_BUILD:-} ]]; then
     say "cargo build --release"
     (cd "$repo" && cargo build --release -q)
 fi
-rt="$repo/target/release/tinyrt"
+rt="$repo/target/x86_64-unknown-linux-gnu/release/tinyrt"
 rt_arg=
 if [[ -n ${CGV2_TINYRT:-} ]]; then
     rt=$(realpath "$CGV2_TINYRT")
@@ -194,11 +194,11 @@ done
 add_elf() {
     local f=$1 dest=$2 lib
     install -D -m 0755 "$f" "$ird$dest"
-    for lib in $(ldd "$f" | awk '/=> \// {print $3} /^[ \t]*\/[^ ]+ \(/ {print $1}'); do
+    for lib in $({ ldd "$f" 2>/dev/null || true; } | awk '/=> \// {print $3} /^[ \t]*\/[^ ]+ \(/ {print $1}'); do
         [[ -e $ird$lib ]] || install -D -m 0755 "$(readlink -f "$lib")" "$ird$lib"
     done
 }
-add_elf "$rt" /usr/lib/tinyrt-libs-probe # only its libraries matter: the guest runs the shared binary
+add_elf "$rt" /usr/lib/tinyrt-libs-probe # only its libraries matter (none when static): the guest runs the shared binary
 rm -f "$ird/usr/lib/tinyrt-libs-probe"
 add_elf "$(command -v jq)" /usr/bin/jq
 # The containers' rootfs, made here: in the guest, busybox sh's `command -v busybox` names the

@@ -135,11 +135,20 @@ fn owner() -> &'static str {
         if uid.is_root() {
             return "root".into();
         }
-        nix::unistd::User::from_uid(uid)
+        // /etc/passwd read directly, as runc does: no NSS, which a static binary cannot load.
+        std::fs::read_to_string("/etc/passwd")
             .ok()
-            .flatten()
-            .map(|u| u.name)
+            .and_then(|t| user_name(&t, uid.as_raw()))
             .unwrap_or_else(|| uid.to_string())
+    })
+}
+
+/// The name of `uid` in a passwd file's text.
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
     })
 }
 
@@ -340,6 +349,14 @@ fn write_replace(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_name_from_passwd() {
+        let p = "root:x:0:0:root:/root:/bin/sh\n# c\nbad\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        assert_eq!(user_name(p, 1000).as_deref(), Some("alice"));
+        assert_eq!(user_name(p, 0).as_deref(), Some("root"));
+        assert_eq!(user_name(p, 7), None);
+    }
 
     fn tmp_root(tag: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!("tinyrt-state-{tag}-{}", std::process::id()));
