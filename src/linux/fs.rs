@@ -40,6 +40,11 @@ fn rel(path: &Path) -> &Path {
 
 /// Resolve `path` inside `root`, creating missing directories on the way and the final
 /// component as `make` says. Returns an O_PATH fd of the (followed) final component.
+///
+/// A dangling symlink on the way (say /var/run -> ../run where /run is missing, or a link to
+/// a host path that does not exist in the rootfs) is followed as the kernel would, inside the
+/// root: what it points to is created there, as runc's MkdirAllInRoot does. `..` components
+/// are left to openat2, which keeps them inside the root.
 pub fn resolve_create(root: &impl AsFd, path: &Path, make: Make, mode: u32) -> Result<OwnedFd> {
     let show = || format!("resolving {} in the rootfs", path.display());
     match open_in_root_follow(root, path, OFlag::O_PATH) {
@@ -47,41 +52,54 @@ pub fn resolve_create(root: &impl AsFd, path: &Path, make: Make, mode: u32) -> R
         Err(nix::errno::Errno::ENOENT) if make != Make::Nothing => {}
         Err(e) => return Err(e).ctx(show),
     }
-    let comps: Vec<&std::ffi::OsStr> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s),
-            _ => None,
-        })
-        .collect();
-    let mut cur: OwnedFd = open_in_root_follow(root, Path::new("/"), OFlag::O_PATH | OFlag::O_DIRECTORY).ctx(show)?;
-    let mut sofar = std::path::PathBuf::from("/");
-    for (i, c) in comps.iter().enumerate() {
-        sofar.push(c);
-        let last = i + 1 == comps.len();
-        match open_in_root_follow(root, &sofar, OFlag::O_PATH) {
-            Ok(fd) => {
-                cur = fd;
-                continue;
+    let mut target = path.to_path_buf();
+    'restart: for _ in 0..40 {
+        let comps: Vec<Component> = target
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+            .collect();
+        let mut cur: OwnedFd = open_in_root_follow(root, Path::new("/"), OFlag::O_PATH | OFlag::O_DIRECTORY).ctx(show)?;
+        let mut sofar = std::path::PathBuf::from("/");
+        for (i, c) in comps.iter().enumerate() {
+            let name = c.as_os_str();
+            let parent = sofar.clone();
+            sofar.push(name);
+            let last = i + 1 == comps.len();
+            match open_in_root_follow(root, &sofar, OFlag::O_PATH) {
+                Ok(fd) => {
+                    cur = fd;
+                    continue;
+                }
+                Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(e).ctx(show),
             }
-            Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(e).ctx(show),
+            // A dangling symlink: go on from where it points (inside the root).
+            if let Ok(link) = nix::fcntl::readlinkat(cur.as_fd(), name) {
+                let link = std::path::PathBuf::from(link);
+                let mut next = if link.is_absolute() { link } else { parent.join(link) };
+                for rest in &comps[i + 1..] {
+                    next.push(rest.as_os_str());
+                }
+                target = next;
+                continue 'restart;
+            }
+            // `cur` is the resolved parent; create the component in it.
+            if last && make == Make::File {
+                match mknodat(cur.as_fd(), name, SFlag::S_IFREG, Mode::from_bits_truncate(mode), 0) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(e).ctx(|| format!("creating {}", sofar.display())),
+                }
+            } else {
+                match nix::sys::stat::mkdirat(cur.as_fd(), name, Mode::from_bits_truncate(if last { mode } else { 0o755 })) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(e).ctx(|| format!("creating directory {}", sofar.display())),
+                }
+            }
+            cur = open_in_root_follow(root, &sofar, OFlag::O_PATH).ctx(show)?;
         }
-        // `cur` is the resolved parent; create the component in it.
-        if last && make == Make::File {
-            match mknodat(cur.as_fd(), *c, SFlag::S_IFREG, Mode::from_bits_truncate(mode), 0) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => return Err(e).ctx(|| format!("creating {}", sofar.display())),
-            }
-        } else {
-            match nix::sys::stat::mkdirat(cur.as_fd(), *c, Mode::from_bits_truncate(if last { mode } else { 0o755 })) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => return Err(e).ctx(|| format!("creating directory {}", sofar.display())),
-            }
-        }
-        cur = open_in_root_follow(root, &sofar, OFlag::O_PATH).ctx(show)?;
+        return Ok(cur);
     }
-    Ok(cur)
+    Err(nix::errno::Errno::ELOOP).ctx(show)
 }
 
 /// The /proc/self/fd path of an fd, for syscalls that only take paths (mount).
