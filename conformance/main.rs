@@ -13,6 +13,7 @@ mod faults;
 mod filesystem;
 mod harness;
 mod hooks;
+mod hostile;
 mod isolation;
 mod lifecycle;
 mod process;
@@ -85,6 +86,15 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
             false,
         ),
         ("concurrency_conflicting_operations", concurrency::conflicting_operations, false),
+        // hostile bundles and the runc CVE classes
+        ("hostile_cwd_through_proc_self_fd", hostile::cwd_through_proc_self_fd, false),
+        ("hostile_symlinked_mount_destinations", hostile::symlinked_mount_destinations, false),
+        (
+            "hostile_setuid_under_no_new_privileges",
+            hostile::setuid_under_no_new_privileges,
+            false,
+        ),
+        ("hostile_no_inherited_capabilities", hostile::no_inherited_capabilities, false),
         // crash consistency: tinyrt SIGKILLed mid-verb, then delete --force leaves nothing
         ("faults_kill_during_create", faults::kill_during_create, false),
         ("faults_kill_during_run_detach", faults::kill_during_run_detach, false),
