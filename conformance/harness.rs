@@ -581,3 +581,16 @@ pub fn catches(pid: i32, sig: i32) -> bool {
 pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     status.lines().find_map(|l| l.strip_prefix(&format!("{key}:")).map(str::trim))
 }
+
+/// A detached `sleep` container (adopted for reaping); its id, init pid and bundle.
+pub fn sleeper(env: &Env, tweak: impl FnOnce(&mut Value)) -> (String, i32, PathBuf) {
+    let mut c = env.config(&["sleep", "3600"]);
+    tweak(&mut c);
+    let b = env.bundle(&c);
+    let id = env.id();
+    env.rt(&["run", "--detach", "--bundle", b.to_str().unwrap(), &id])
+        .expect_ok("run --detach");
+    let pid = env.state(&id)["pid"].as_i64().unwrap() as i32;
+    env.adopt(pid);
+    (id, pid, b)
+}

@@ -22,11 +22,7 @@ pub fn cwd_through_proc_self_fd() {
             out.stderr
         );
     }
-    let b = env.bundle(&env.config(&["sleep", "3600"]));
-    let id = env.id();
-    env.rt(&["run", "--detach", "--bundle", b.to_str().unwrap(), &id])
-        .expect_ok("run --detach");
-    env.adopt(env.state(&id)["pid"].as_i64().unwrap() as i32);
+    let (id, _, _) = sleeper(&env, |_| {});
     for n in 3..10 {
         let cwd = format!("/proc/self/fd/{n}");
         let out = env.rt(&["exec", "--cwd", &cwd, &id, "pwd"]);
@@ -116,15 +112,10 @@ pub fn setuid_under_no_new_privileges() {
 /// ambient here), so a file capability cannot be raised through them.
 pub fn no_inherited_capabilities() {
     let env = Env::new("hostile_caps");
-    let mut c = env.config(&["sleep", "3600"]);
     let caps = json!(["CAP_CHOWN", "CAP_KILL"]);
-    c["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []});
-    let b = env.bundle(&c);
-    let id = env.id();
-    env.rt(&["run", "--detach", "--bundle", b.to_str().unwrap(), &id])
-        .expect_ok("run --detach");
-    let pid = env.state(&id)["pid"].as_i64().unwrap() as i32;
-    env.adopt(pid);
+    let (id, pid, _) = sleeper(&env, |c| {
+        c["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []});
+    });
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     for (k, want) in [
         ("CapInh", "0000000000000000"),

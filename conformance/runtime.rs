@@ -3,21 +3,7 @@
 
 use crate::harness::*;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// A detached `sleep` container (adopted for reaping); its id, init pid and bundle.
-fn sleeper(env: &Env, tweak: impl FnOnce(&mut Value)) -> (String, i32, PathBuf) {
-    let mut c = env.config(&["sleep", "3600"]);
-    tweak(&mut c);
-    let b = env.bundle(&c);
-    let id = env.id();
-    env.rt(&["run", "--detach", "--bundle", b.to_str().unwrap(), &id])
-        .expect_ok("run --detach");
-    let pid = env.state(&id)["pid"].as_i64().unwrap() as i32;
-    env.adopt(pid);
-    (id, pid, b)
-}
 
 fn cgroup_file(id: &str, controller: &str, file: &str) -> String {
     let dir = cgroup_dirs(id)
