@@ -351,6 +351,9 @@ impl Cgroup {
         let mut patience = REMOVE_PATIENCE;
         for d in self.created.iter().rev() {
             let started = std::time::Instant::now();
+            // The last process of a cgroup leaves it a moment after it is reaped (run removes
+            // the cgroups right after its container exits): retry soon, then less often.
+            let mut pause = std::time::Duration::from_micros(100);
             let leaf = self.leaves.contains(d);
             loop {
                 match std::fs::remove_dir(d) {
@@ -360,7 +363,8 @@ impl Cgroup {
                     // once (its children are not ours to wait for).
                     Err(e) if !leaf && (e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::ENOTEMPTY)) => break,
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && started.elapsed() < patience => {
-                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(std::time::Duration::from_millis(5));
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                         patience = std::time::Duration::ZERO;
