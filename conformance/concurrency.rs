@@ -3,6 +3,7 @@
 //! clear error for one side, never in a broken container or a leftover.
 
 use crate::harness::*;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -66,7 +67,9 @@ pub fn fifty_containers_list_and_state() {
     }
     stop.store(true, Ordering::Relaxed);
     let calls: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
-    reap_exited(&ids);
+    for id in &ids {
+        env.reap_exited(id);
+    }
     let errors = errors.lock().unwrap();
     assert!(
         errors.is_empty(),
@@ -117,20 +120,7 @@ pub fn conflicting_operations() {
             "round {round}: {}",
             last.stderr
         );
-        reap_exited(std::slice::from_ref(&id));
+        env.reap_exited(&id);
         env.assert_nothing_left(&id, Path::new("/nonexistent"));
-    }
-}
-
-use std::path::Path;
-
-/// Reap the exited container processes of `ids` that were reparented to us (found by their
-/// cgroup: other tests' children, tinyrt commands included, are not ours to reap).
-fn reap_exited(ids: &[String]) {
-    use nix::sys::wait::{WaitPidFlag, waitpid};
-    for id in ids {
-        for p in crate::support::procs::children_in_cgroup(id) {
-            let _ = waitpid(nix::unistd::Pid::from_raw(p), Some(WaitPidFlag::WNOHANG));
-        }
     }
 }

@@ -400,7 +400,7 @@ impl Env {
 
     /// Reap (without waiting) the processes of container `id` that are our children and have
     /// exited: the adopted ones, and any other in its cgroup.
-    fn reap_exited(&self, id: &str) {
+    pub fn reap_exited(&self, id: &str) {
         let mut pids = std::mem::take(&mut *self.pids.lock().unwrap());
         pids.retain(|&p| matches!(waitpid(Pid::from_raw(p), Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive)));
         self.pids.lock().unwrap().extend(pids);
@@ -501,32 +501,7 @@ pub fn processes_mentioning(needles: &[&str]) -> Vec<(i32, String)> {
 
 /// The cgroup directory tinyrt would make for `id` in every hierarchy (relative cgroupsPath).
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out = vec![];
-    for l in mi.lines() {
-        let Some((pre, post)) = l.split_once(" - ") else { continue };
-        let mut post = post.split(' ');
-        let fstype = post.next().unwrap_or("");
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        let opts = post.nth(1).unwrap_or("");
-        let Some(mp) = pre.split(' ').nth(4) else { continue };
-        let base = own.lines().find_map(|ol| {
-            let mut it = ol.splitn(3, ':');
-            let (_, ctl, path) = (it.next()?, it.next()?, it.next()?);
-            let hit = if fstype == "cgroup2" {
-                ctl.is_empty()
-            } else {
-                !ctl.is_empty() && ctl.split(',').all(|c| opts.split(',').any(|o| o == c))
-            };
-            hit.then(|| path.to_string())
-        });
-        let base = base.unwrap_or_else(|| "/".into());
-        out.push(Path::new(mp).join(base.trim_start_matches('/')).join(id));
-    }
-    out
+    tinyrt::cgroups::resolve(None, id, false).map(|c| c.leaves).unwrap_or_default()
 }
 
 /// The namespace link of `pid` (e.g. "net:[4026531840]").

@@ -96,33 +96,10 @@ fn br_netfilter_loaded() -> bool {
     Path::new("/sys/module/br_netfilter").exists()
 }
 
-/// Each hierarchy's mount point joined with this process's own cgroup there: where a relative
-/// cgroupsPath (docker --cgroup-parent NAME) lands, as runc and tinyrt resolve it.
+/// Where a relative cgroupsPath `name` (docker --cgroup-parent NAME) lands in every hierarchy:
+/// tinyrt's own resolution, which is also runc's (under this process's own cgroup).
 fn own_cgroup_dirs(name: &str) -> Vec<PathBuf> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut dirs = vec![];
-    for line in mounts.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
-        let mut post = post.split(' ');
-        let fstype = post.next().unwrap_or("");
-        let opts = post.nth(1).unwrap_or("");
-        let mountpoint = pre.split(' ').nth(4).unwrap_or("");
-        let path = match fstype {
-            "cgroup2" => own.lines().find_map(|l| l.strip_prefix("0::")),
-            "cgroup" => own.lines().find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-                let matches = !ctrls.is_empty() && ctrls.split(',').all(|c| opts.split(',').any(|o| o == c));
-                matches.then_some(path)
-            }),
-            _ => None,
-        };
-        if let Some(p) = path {
-            dirs.push(Path::new(mountpoint).join(p.trim_start_matches('/')).join(name));
-        }
-    }
-    dirs
+    tinyrt::cgroups::resolve(None, name, false).map(|c| c.leaves).unwrap_or_default()
 }
 
 impl Snapshot {

@@ -7,19 +7,24 @@ use crate::hooks;
 use crate::state::{StateError, Status, Store};
 use std::time::Duration;
 
-/// Only `hooks` of the saved spec (start and delete need no more): the rest of the file is
-/// skipped, not built, which is most of the cost of reading a spec.
+/// Part of the spec saved at create, as `T` (a struct naming only the fields wanted): the
+/// rest of config.json is skipped by serde, not built, which is most of the cost of reading it.
+fn saved<T: serde::de::DeserializeOwned>(store: &Store, id: &str) -> Option<T> {
+    let text = std::fs::read(store.path_of(id).join("config.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// `hooks` of the saved spec (all start and delete need).
 pub(super) fn saved_hooks(store: &Store, id: &str) -> Option<oci_spec::runtime::Hooks> {
     #[derive(serde::Deserialize)]
     struct HooksOnly {
         hooks: Option<oci_spec::runtime::Hooks>,
     }
-    let text = std::fs::read(store.path_of(id).join("config.json")).ok()?;
-    serde_json::from_slice::<HooksOnly>(&text).ok()?.hooks
+    saved::<HooksOnly>(store, id)?.hooks
 }
 
 /// What exec takes from the saved spec: `process` (the defaults it inherits) and
-/// `linux.seccomp` (the filter it gets too); the rest is skipped.
+/// `linux.seccomp` (the filter it gets too).
 #[derive(serde::Deserialize, Default)]
 pub(super) struct ExecParts {
     pub process: Option<oci_spec::runtime::Process>,
@@ -33,10 +38,7 @@ pub(super) struct SeccompOnly {
 }
 
 pub(super) fn saved_exec_parts(store: &Store, id: &str) -> ExecParts {
-    std::fs::read(store.path_of(id).join("config.json"))
-        .ok()
-        .and_then(|text| serde_json::from_slice(&text).ok())
-        .unwrap_or_default()
+    saved(store, id).unwrap_or_default()
 }
 
 /// How long `delete --force` waits for the init to die after SIGKILL.
