@@ -98,6 +98,13 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
         // crash consistency: tinyrt SIGKILLed mid-verb, then delete --force leaves nothing
         ("faults_kill_during_create", faults::kill_during_create, false),
         ("faults_kill_during_run_detach", faults::kill_during_run_detach, false),
+        ("faults_kill_during_start", faults::kill_during_start, false),
+        ("faults_kill_during_exec", faults::kill_during_exec, false),
+        ("faults_kill_during_kill", faults::kill_during_kill, false),
+        ("faults_kill_during_delete", faults::kill_during_delete, false),
+        ("faults_init_killed_during_create", faults::init_killed_during_create, false),
+        ("faults_hook_killed_during_create", faults::hook_killed_during_create, false),
+        ("faults_killed_while_hook_runs", faults::killed_while_hook_runs, false),
         // runtime verbs and resources (exec, ps, pause, update, events, seccomp, features)
         ("runtime_exec_joins_the_container", runtime::exec_joins_the_container, false),
         ("runtime_exec_process_json_and_detach", runtime::exec_process_json_and_detach, false),
@@ -184,6 +191,9 @@ fn reap_all() {
 }
 
 fn main() {
+    if let Some(report) = std::env::var_os("TINYRT_FAULT_REAPER") {
+        faults::reaper_main(&report.to_string_lossy());
+    }
     // Container inits are reparented to us when `tinyrt create` exits (PID 1 here does not reap).
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let args = Arguments::from_args();

@@ -47,6 +47,21 @@ fn run_one(h: &Hook, state: &str) -> Result<(), String> {
             cmd.env(k, v);
         }
     }
+    // The hook dies with the runtime that waits for it: a tinyrt killed mid-hook leaves no
+    // hook running on the host (issue 8). If the runtime is gone before the prctl, exit.
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated after the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
     let err_out = out.try_clone().map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::from(out.try_clone().map_err(|e| e.to_string())?))
