@@ -11,7 +11,7 @@
 mod procs;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use procs::children_in_cgroup;
+use procs::{children_in_cgroup, our_children};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -717,6 +717,94 @@ fn faults() -> R {
     })
 }
 
+/// Issue 8, with the network hook: tinyrt SIGKILLed at a random instant of `create` (so
+/// sometimes inside the hook, which dies with it), or of a `delete --force` of a running
+/// container. A later `delete --force` must leave no veth, lease or process, while a
+/// neighbour on the same bridge keeps working; once it is deleted too, no bridge, table or
+/// chain is left. Seeded by TINYRT_FAULT_SEED; TINYRT_FAULT_ITERS iterations (default 20).
+fn killed_mid_verb() -> R {
+    let mut net = Net::new(6);
+    let iters: u64 = std::env::var("TINYRT_FAULT_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let mut x: u64 = std::env::var("TINYRT_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x7e57_5eed);
+    let mut rand = move |max_us: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        Duration::from_micros(x % max_us)
+    };
+    let (keep, keep_ip) = net.web("keep", |_| {})?;
+    let mut ids = vec![keep.clone()];
+    let (mut cut_create, mut cut_delete) = (0, 0);
+    for i in 0..iters {
+        let id = net.id(&format!("k{i}"));
+        net.ids.push(id.clone());
+        ids.push(id.clone());
+        let b = net.bundle(&id, "sleep 100", |_| {});
+        let spawn = |args: &[&str]| {
+            Command::new(TINYRT)
+                .arg("--root")
+                .arg(&net.root)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawning tinyrt")
+        };
+        let mut create = spawn(&["create", "--bundle", b.to_str().unwrap(), &id]);
+        std::thread::sleep(rand(150_000));
+        let _ = create.kill();
+        let created = create.wait()?.success();
+        if !created {
+            cut_create += 1;
+        } else if net.tinyrt(&format!("start {id}")).status.success() {
+            let mut delete = spawn(&["delete", "--force", &id]);
+            let end = Instant::now() + rand(80_000);
+            while Instant::now() < end {
+                reap_exited_in_cgroup(&id);
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            let _ = delete.kill();
+            if !delete.wait()?.success() {
+                cut_delete += 1;
+            }
+        }
+        let o = net.force_delete(&id);
+        check(
+            o.status.success() || text(&o).contains("does not exist"),
+            format!("iteration {i}: delete --force {id}: {}", text(&o)),
+        )?;
+        net.ids.retain(|x| x != &id);
+        // Inits of killed creates that never got going exit on their own, reparented to us.
+        let servers: Vec<i32> = net.children.iter().map(|c| c.id() as i32).collect();
+        for (p, st) in our_children() {
+            if st == 'Z' && !servers.contains(&p) {
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            }
+        }
+        let links = ok("ip -o link")?;
+        let veth = tinyrt::net::veth_name(&net.bridge, &id);
+        check(!links.contains(&veth), format!("iteration {i}: veth {veth} of {id} left"))?;
+        let leases = std::fs::read_to_string(Path::new("/run/tinyrt-net").join(&net.bridge).join("leases.json")).unwrap_or_default();
+        check(!leases.contains(&format!("\"{id}\"")), format!("iteration {i}: lease of {id} left"))?;
+        check(!net.root.join(&id).exists(), format!("iteration {i}: state dir of {id} left"))?;
+        for d in cgroup_dirs(&id) {
+            check(!d.exists(), format!("iteration {i}: cgroup {} left", d.display()))?;
+        }
+    }
+    eprintln!("killed_mid_verb: {iters} creates killed at random: {cut_create} cut short; {cut_delete} deletes cut short");
+    check(cut_create > 0, "no kill landed inside create")?;
+    check(
+        host_get(&net, &format!("http://{keep_ip}/"))? == format!("hello-{keep}"),
+        "the neighbour after the killed containers",
+    )?;
+    net.delete(&keep)?;
+    assert_gone(&net, &ids)
+}
+
 /// A container that joins an existing network namespace by path is left alone.
 fn joined_netns_untouched() -> R {
     let mut net = Net::new(6);
@@ -849,6 +937,7 @@ fn main() {
         ("nat_to_outside", nat_to_outside),
         ("twenty_parallel", twenty_parallel),
         ("faults", faults),
+        ("killed_mid_verb", killed_mid_verb),
         ("joined_netns_untouched", joined_netns_untouched),
         ("docker_forward_drop", docker_forward_drop),
         ("runc_uses_hook", runc_uses_hook),

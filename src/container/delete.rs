@@ -127,8 +127,10 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
                 }
             }
         }
-        if st.status != Status::Creating
-            && let Some(hooks) = saved_hooks(store, id)
+        // Also for a half-made container: its create may have been killed inside or after
+        // its createRuntime hooks (the network hook's lease and veth), and poststop is where
+        // they are undone, as create's own clean-up on failure does.
+        if let Some(hooks) = saved_hooks(store, id)
             && let Some(h) = hooks.poststop().as_ref()
             && let Err(e) = hooks::run_all("poststop", h, &hook_state(st, "stopped"))
         {

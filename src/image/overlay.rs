@@ -469,7 +469,12 @@ pub fn unmount_rootfs(annotations: &HashMap<String, String>, rootfs: &Path, cont
     // The links to the layers mount(2) may have been given: not needed once unmounted.
     let cdir = store.container_dir(&key);
     remove_links(&cdir).map_err(ioe(&cdir.join(LINK_DIR)))?;
-    let Some(mut rec) = rec else { return Ok(None) };
+    let Some(mut rec) = rec else {
+        // No record: a create killed between making the upper/work dirs and writing the
+        // record (which comes before the mount, so nothing was mounted or kept): remove them.
+        store.remove_container(&key)?;
+        return Ok(None);
+    };
     if rec.keep_upper || keep_upper(annotations) {
         rec.mounted = false;
         rec.keep_upper = true;
