@@ -3,6 +3,14 @@
 
 use crate::harness::*;
 use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+fn write_executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, PermissionsExt::from_mode(0o755)).unwrap();
+}
 
 /// CVE-2024-21626: a `process.cwd` through /proc/self/fd/N reaches a directory fd leaked from
 /// the runtime, outside the rootfs. tinyrt leaks no fd into the container, and refuses a cwd
@@ -28,6 +36,81 @@ pub fn cwd_through_proc_self_fd() {
         let out = env.rt(&["exec", "--cwd", &cwd, &id, "pwd"]);
         assert!(!out.ok(), "exec --cwd {cwd} ran: {:?}", out.stdout);
     }
+}
+
+/// The container's half of CVE-2019-5736, run as its init: wait for a process of the
+/// container running something other than busybox, hold its /proc/PID/exe open, and once
+/// that file is no longer busy (the process exited), open it for writing and write. What
+/// happened goes to /tmp/log: "held", then "wrote" or the error, then "done".
+const EXE_ATTACK: &str = r#"
+while :; do
+  for f in /proc/[0-9]*/exe; do
+    command exec 3<"$f" 2>/dev/null || continue
+    if [ /proc/self/fd/3 -ef /bin/busybox ]; then exec 3<&-; continue; fi
+    echo "held $f" >> /tmp/log
+    while :; do
+      if { command exec 4<>/proc/self/fd/3; } 2>/tmp/err; then
+        printf PWNED >&4 && echo wrote >> /tmp/log
+        break
+      fi
+      grep -q busy /tmp/err || { cat /tmp/err >> /tmp/log; break; }
+      usleep 1000
+    done
+    echo done >> /tmp/log
+    exec sleep 3600
+  done
+done
+"#;
+
+/// CVE-2019-5736: the container's /bin/sh is `#!/proc/self/exe`, so `exec sh` makes the
+/// runtime binary the container's process, which a process of the container holds through
+/// /proc/PID/exe and writes once it has exited. tinyrt runs from a binary nothing can write
+/// (a read-only overlay of it, or a sealed copy): the write fails, and the file on the host
+/// is unchanged. The runtime of this test is a copy of tinyrt, so a successful attack
+/// breaks no other test.
+pub fn overwrite_runtime_through_proc_exe() {
+    let env = Env::new("hostile_exe");
+    let rt = env.dir.join("tinyrt");
+    std::fs::copy(RT, &rt).unwrap();
+    let original = std::fs::read(&rt).unwrap();
+    let copy = |args: &[&str]| {
+        let mut c = std::process::Command::new(&rt);
+        c.arg("--root").arg(&env.root).args(args);
+        env.exec(c)
+    };
+    let r = env.private_rootfs();
+    std::fs::remove_file(r.join("bin/sh")).unwrap();
+    write_executable(&r.join("bin/sh"), "#!/proc/self/exe\n");
+    write_executable(&r.join("attack"), EXE_ATTACK);
+    let mut c = env.config(&["/bin/busybox", "sh", "/attack"]);
+    c["root"]["path"] = json!(r);
+    with_tmp(&mut c);
+    let b = env.bundle(&c);
+    let id = env.id();
+    copy(&["run", "--detach", "--bundle", b.to_str().unwrap(), &id]).expect_ok("run --detach");
+    let pid = env.state(&id)["pid"].as_i64().unwrap() as i32;
+    env.adopt(pid);
+    let log = || read(Path::new(&format!("/proc/{pid}/root/tmp/log")));
+    // The attacker has to catch the runtime running in the container: a few tries.
+    for _ in 0..30 {
+        if log().contains("held") {
+            break;
+        }
+        copy(&["exec", &id, "/bin/sh", "-c", "true"]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.until("the attacker's result", Duration::from_secs(10), || log().contains("done"));
+    let log = log();
+    assert!(!log.contains("wrote"), "the container wrote into the runtime binary: {log}");
+    // It did try: the open for writing failed (EROFS through the overlay, EPERM on a sealed memfd).
+    assert!(
+        log.contains("Read-only file system") || log.contains("Operation not permitted"),
+        "the write attempt did not fail as expected: {log}"
+    );
+    assert!(
+        std::fs::read(&rt).unwrap() == original,
+        "the runtime binary on the host changed: {log}"
+    );
 }
 
 /// CVE-2019-19921 / CVE-2021-30465 class: mount destinations that are symlinks pointing out

@@ -95,6 +95,11 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
             false,
         ),
         ("hostile_no_inherited_capabilities", hostile::no_inherited_capabilities, false),
+        (
+            "hostile_overwrite_runtime_through_proc_exe",
+            hostile::overwrite_runtime_through_proc_exe,
+            false,
+        ),
         // crash consistency: tinyrt SIGKILLed mid-verb, then delete --force leaves nothing
         ("faults_kill_during_create", faults::kill_during_create, false),
         ("faults_kill_during_run_detach", faults::kill_during_run_detach, false),
