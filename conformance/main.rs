@@ -100,6 +100,18 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
             hostile::overwrite_runtime_through_proc_exe,
             false,
         ),
+        ("hostile_dev_symlink_out_of_rootfs", hostile::dev_symlink_out_of_rootfs, false),
+        (
+            "hostile_masked_paths_symlinks_and_devices",
+            hostile::masked_paths_symlinks_and_devices,
+            false,
+        ),
+        (
+            "hostile_console_symlink_out_of_rootfs",
+            hostile::console_symlink_out_of_rootfs,
+            false,
+        ),
+        ("hostile_device_node_denied_by_cgroup", hostile::device_node_denied_by_cgroup, false),
         // crash consistency: tinyrt SIGKILLed mid-verb, then delete --force leaves nothing
         ("faults_kill_during_create", faults::kill_during_create, false),
         ("faults_kill_during_run_detach", faults::kill_during_run_detach, false),
