@@ -157,6 +157,10 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
         ("bad_relative_hook_path", bad_input::relative_hook_path, false),
         ("bad_oci_version_2", bad_input::oci_version_2, false),
         ("bad_runtime_binary_refused", bad_input::runtime_binary_refused, false),
+        ("bad_unknown_signal", bad_input::unknown_signal, false),
+        ("bad_unknown_capability", bad_input::unknown_capability, false),
+        ("bad_absurd_resource_values", bad_input::absurd_resource_values, false),
+        ("bad_overlapping_id_maps", bad_input::overlapping_id_maps, false),
         // engine command lines
         ("engine_docker_flow", engine::engine_docker_flow, false),
         ("engine_run_rm_fg", engine::engine_run_rm_fg, false),
