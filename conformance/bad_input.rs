@@ -177,3 +177,114 @@ pub fn runtime_binary_refused() {
     env.rt(&["exec", &id, "/proc/self/exe", "--version"])
         .expect_err("exec /proc/self/exe", "runtime binary");
 }
+
+/// `kill` with a signal that does not exist (a name, numbers past SIGRTMAX, a negative one,
+/// a real-time offset out of range) is refused naming it; the container is untouched.
+pub fn unknown_signal() {
+    let env = Env::new("bad_signal");
+    let (id, pid, _) = sleeper(&env, |_| {});
+    for sig in ["SIGFOO", "FOO", "99", "65", "-1", "RTMIN+99"] {
+        for all in [false, true] {
+            let mut args = vec!["kill"];
+            args.extend(all.then_some("--all"));
+            args.extend([id.as_str(), "--", sig]);
+            env.rt(&args)
+                .expect_err(&format!("kill {sig} (--all {all})"), &format!("unknown signal {sig:?}"));
+        }
+    }
+    assert_eq!(env.status(&id), "running");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(!stat.contains(") Z "), "the init died: {stat}");
+}
+
+/// An unknown capability, in config.json and for exec (--cap, and a process.json), is
+/// refused naming the field; nothing is made and nothing runs. (runc and crun drop it with
+/// at most a warning, which runtime-spec 1.1 allows; 1.0 said it MUST cause an error.)
+pub fn unknown_capability() {
+    let env = Env::new("bad_capability");
+    let mut c = env.config(&["true"]);
+    c["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("CAP_FOO"));
+    refused(&env, &c, &["process.capabilities.bounding[3]", "CAP_FOO"]);
+    let (id, _, _) = sleeper(&env, |_| {});
+    let marker = "touch /dev/shm/ran";
+    env.rt(&["exec", "--cap", "CAP_FOO", &id, "sh", "-c", marker])
+        .expect_err("exec --cap CAP_FOO", "CAP_FOO");
+    let p = env.dir.join("process.json");
+    let process = json!({"args": ["sh", "-c", marker], "cwd": "/", "user": {"uid": 0, "gid": 0},
+        "capabilities": {"bounding": ["CAP_KILL", "CAP_FOO"]}});
+    std::fs::write(&p, process.to_string()).unwrap();
+    env.rt(&["exec", "--process", p.to_str().unwrap(), &id])
+        .expect_err("exec --process with CAP_FOO", "capabilities.bounding[1]");
+    let out = env.rt(&["exec", &id, "ls", "/dev/shm"]);
+    assert_eq!(out.expect_ok("ls").stdout, "", "a refused exec ran");
+}
+
+/// Resource values no kernel takes (negative other than -1, cpu.shares outside 2..262144,
+/// a blkio weight above 1000) are refused naming the field before a cgroup is made, in
+/// config.json and by `update`. What runc accepts (-1 or 0 for unlimited or unset) runs.
+pub fn absurd_resource_values() {
+    let env = Env::new("bad_resources");
+    // The validator's words ("field: value is ..."), not the kernel's: refused before a
+    // cgroup was made or written.
+    let cases = [
+        (json!({"memory": {"limit": -5}}), "linux.resources.memory.limit: -5 is negative"),
+        (
+            json!({"memory": {"reservation": -2}}),
+            "linux.resources.memory.reservation: -2 is negative",
+        ),
+        (
+            json!({"cpu": {"shares": 1u64 << 40}}),
+            "linux.resources.cpu.shares: 1099511627776 is outside",
+        ),
+        (json!({"cpu": {"shares": 1}}), "linux.resources.cpu.shares: 1 is outside"),
+        (json!({"cpu": {"quota": -5}}), "linux.resources.cpu.quota: -5 is negative"),
+        (json!({"pids": {"limit": -5}}), "linux.resources.pids.limit: -5 is negative"),
+        (
+            json!({"blockIO": {"weight": 2000}}),
+            "linux.resources.blockIO.weight: 2000 is above 1000",
+        ),
+    ];
+    for (res, needle) in &cases {
+        let mut c = env.config(&["true"]);
+        c["linux"]["resources"] = res.clone();
+        refused(&env, &c, &[needle]);
+    }
+    let (id, _, _) = sleeper(&env, |_| {});
+    let f = env.dir.join("res.json");
+    for (res, needle) in &cases {
+        std::fs::write(&f, res.to_string()).unwrap();
+        env.rt(&["update", "--resources", f.to_str().unwrap(), &id])
+            .expect_err("update", needle);
+    }
+    env.rt(&["update", "--pids-limit=-5", &id])
+        .expect_err("update --pids-limit=-5", "linux.resources.pids.limit: -5 is negative");
+    env.sh("true", |c| {
+        c["linux"]["resources"] = json!({"memory": {"limit": 0, "swap": -1}, "cpu": {"shares": 0, "quota": -1}, "pids": {"limit": -1}});
+    });
+    env.sh("true", |c| {
+        c["linux"]["resources"] = json!({"pids": {"limit": 0}, "memory": {"limit": -1}})
+    });
+}
+
+/// Overlapping uid or gid ranges (container side or host side) are refused naming the
+/// mapping, before a user namespace is made.
+pub fn overlapping_id_maps() {
+    let env = Env::new("bad_id_maps");
+    let ok = json!([{"containerID": 0, "hostID": 100000, "size": 1000}]);
+    let container_side = json!([{"containerID": 0, "hostID": 100000, "size": 1000}, {"containerID": 500, "hostID": 300000, "size": 10}]);
+    let host_side = json!([{"containerID": 0, "hostID": 100000, "size": 1000}, {"containerID": 5000, "hostID": 100999, "size": 10}]);
+    for (uids, gids, needle) in [
+        (&container_side, &ok, "linux.uidMappings[1]: containerID range overlaps"),
+        (&host_side, &ok, "linux.uidMappings[1]: hostID range overlaps"),
+        (&ok, &container_side, "linux.gidMappings[1]: containerID range overlaps"),
+    ] {
+        let mut c = env.config(&["true"]);
+        c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = uids.clone();
+        c["linux"]["gidMappings"] = gids.clone();
+        refused(&env, &c, &[needle]);
+    }
+}

@@ -95,6 +95,23 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
             false,
         ),
         ("hostile_no_inherited_capabilities", hostile::no_inherited_capabilities, false),
+        (
+            "hostile_overwrite_runtime_through_proc_exe",
+            hostile::overwrite_runtime_through_proc_exe,
+            false,
+        ),
+        ("hostile_dev_symlink_out_of_rootfs", hostile::dev_symlink_out_of_rootfs, false),
+        (
+            "hostile_masked_paths_symlinks_and_devices",
+            hostile::masked_paths_symlinks_and_devices,
+            false,
+        ),
+        (
+            "hostile_console_symlink_out_of_rootfs",
+            hostile::console_symlink_out_of_rootfs,
+            false,
+        ),
+        ("hostile_device_node_denied_by_cgroup", hostile::device_node_denied_by_cgroup, false),
         // crash consistency: tinyrt SIGKILLed mid-verb, then delete --force leaves nothing
         ("faults_kill_during_create", faults::kill_during_create, false),
         ("faults_kill_during_run_detach", faults::kill_during_run_detach, false),
@@ -147,6 +164,10 @@ fn tests() -> Vec<(&'static str, fn(), bool)> {
         ("bad_relative_hook_path", bad_input::relative_hook_path, false),
         ("bad_oci_version_2", bad_input::oci_version_2, false),
         ("bad_runtime_binary_refused", bad_input::runtime_binary_refused, false),
+        ("bad_unknown_signal", bad_input::unknown_signal, false),
+        ("bad_unknown_capability", bad_input::unknown_capability, false),
+        ("bad_absurd_resource_values", bad_input::absurd_resource_values, false),
+        ("bad_overlapping_id_maps", bad_input::overlapping_id_maps, false),
         // engine command lines
         ("engine_docker_flow", engine::engine_docker_flow, false),
         ("engine_run_rm_fg", engine::engine_run_rm_fg, false),

@@ -170,13 +170,16 @@ pub fn apply(cg: &Cgroup, r: &LinuxResources) -> Result<()> {
 
 fn memory(cg: &Cgroup, m: &oci_spec::runtime::LinuxMemory) -> Result<()> {
     let f = |n: &str| format!("linux.resources.memory.{n}");
+    // A limit of 0 is "not set", as runc reads it (engines send 0 for "no limit"); written,
+    // it would have the kernel kill the container's first process.
+    let limit = m.limit().filter(|l| *l != 0);
     match need(cg, "memory", &f("limit"))? {
         At::V1(d) => {
             if let Some(res) = m.reservation() {
                 write(&f("reservation"), d, "memory.soft_limit_in_bytes", res)?;
             }
             let has_swap_file = d.join("memory.memsw.limit_in_bytes").exists();
-            match (m.limit(), m.swap()) {
+            match (limit, m.swap()) {
                 (Some(limit), Some(swap)) if swap != 0 => {
                     if !has_swap_file {
                         return unsupported(&f("swap"), "the host has no swap accounting (memory.memsw.limit_in_bytes)");
@@ -231,12 +234,12 @@ fn memory(cg: &Cgroup, m: &oci_spec::runtime::LinuxMemory) -> Result<()> {
             if let Some(res) = m.reservation() {
                 write(&f("reservation"), d, "memory.low", max(res))?;
             }
-            if let Some(limit) = m.limit() {
+            if let Some(limit) = limit {
                 write(&f("limit"), d, "memory.max", max(limit))?;
             }
             if let Some(swap) = m.swap() {
                 // OCI's swap is memory+swap; cgroup2's memory.swap.max is swap alone.
-                let v = match (swap, m.limit()) {
+                let v = match (swap, limit) {
                     (-1, _) => "max".to_string(),
                     (s, Some(l)) if l > 0 && s >= l => (s - l).to_string(),
                     (s, Some(l)) if l > 0 => return unsupported(&f("swap"), format!("{s} is below memory.limit {l}")),

@@ -27,6 +27,14 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 1 } else { 0 };
         }
     };
+    // The verbs that put a process into a container run from a binary it cannot write
+    // (CVE-2019-5736): this re-executes tinyrt, unless it already runs from one.
+    if matches!(cli.command, Some(Command::Create(_) | Command::Run(_) | Command::Exec(_)))
+        && let Err(e) = crate::linux::exeseal::ensure_sealed()
+    {
+        eprintln!("error: protecting the runtime binary: {e}");
+        return 1;
+    }
     // Before the log file or anything else is opened: fds 3.. the container is promised.
     let preserve = match &cli.command {
         Some(Command::Create(a)) => a.c.preserve_fds,

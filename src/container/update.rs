@@ -117,6 +117,7 @@ pub fn update(store: &Store, id: &str, resources: Option<&str>, flags: &UpdateFl
         }
         None => from_flags(flags)?,
     };
+    crate::spec::check_resources(&r)?;
     crate::cgroups::apply_resources(&st.cgroup, &r)?;
     Ok(())
 }

@@ -121,6 +121,10 @@ fn enter(cfg: &ExecConfig, chan: &Channel) -> Result<i32, ProcessError> {
     for (name, flag, f) in &fds {
         nix::sched::setns(f, *flag).ctx(|| format!("joining the container's {name} namespace"))?;
     }
+    // Keep the container's processes away from /proc/<pid>/exe and /mem of the runtime
+    // (CVE-2019-5736): the process is born non-dumpable, visible in the container from its
+    // first instruction.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     match unsafe { fork() }.ctx(|| "fork of the exec process")? {
         ForkResult::Child => run(cfg, chan),
         ForkResult::Parent { child } => Ok(child.as_raw()),
@@ -128,8 +132,6 @@ fn enter(cfg: &ExecConfig, chan: &Channel) -> Result<i32, ProcessError> {
 }
 
 fn run(cfg: &ExecConfig, chan: &Channel) -> ! {
-    // Keep the container's processes away from /proc/<us>/exe, the runtime binary (CVE-2019-5736).
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let res = (|| -> Result<super::init::Exe, ProcessError> {
         match chan.recv()? {
             Msg::Proceed { .. } => {}

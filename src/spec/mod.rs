@@ -7,7 +7,7 @@ mod validate;
 
 pub use default::default_spec;
 pub use features::features;
-pub use validate::validate;
+pub use validate::{check_resources, validate};
 
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! existence of the paths it names) happens here, before the runtime touches anything.
 
 use super::{Result, SpecError};
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, LinuxResources, Spec};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,9 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     check_hooks(spec)?;
     check_linux_paths(spec)?;
     check_sysctl_and_names(spec, &namespaces)?;
+    if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        check_resources(r)?;
+    }
     Ok(rootfs)
 }
 
@@ -279,6 +282,50 @@ fn check_linux_paths(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// The resource values no kernel takes, refused before a cgroup is made (as runc refuses them,
+/// though only once it has written them). 0 means "not set" where runc reads it so; -1 is
+/// "unlimited"; anything below is an error. Values in range are left to the kernel.
+pub fn check_resources(r: &LinuxResources) -> Result<()> {
+    let f = |n: &str| format!("linux.resources.{n}");
+    if let Some(m) = r.memory() {
+        for (name, v) in [("limit", m.limit()), ("reservation", m.reservation()), ("swap", m.swap())] {
+            if let Some(v) = v.filter(|v| *v < -1) {
+                return bad(f(&format!("memory.{name}")), format!("{v} is negative (-1 means unlimited)"));
+            }
+        }
+    }
+    if let Some(c) = r.cpu() {
+        if let Some(s) = c.shares().filter(|s| *s != 0 && !(2..=262_144).contains(s)) {
+            return bad(f("cpu.shares"), format!("{s} is outside 2..262144"));
+        }
+        if let Some(q) = c.quota().filter(|q| *q < -1) {
+            return bad(f("cpu.quota"), format!("{q} is negative (-1 means unlimited)"));
+        }
+    }
+    if let Some(p) = r.pids().as_ref().filter(|p| p.limit() < -1) {
+        return bad(f("pids.limit"), format!("{} is negative (-1 or 0 mean unlimited)", p.limit()));
+    }
+    if let Some(b) = r.block_io() {
+        let weights = [
+            ("blockIO.weight".to_string(), b.weight()),
+            ("blockIO.leafWeight".to_string(), b.leaf_weight()),
+        ]
+        .into_iter()
+        .chain(b.weight_device().iter().flatten().enumerate().flat_map(|(i, d)| {
+            [
+                (format!("blockIO.weightDevice[{i}].weight"), d.weight()),
+                (format!("blockIO.weightDevice[{i}].leafWeight"), d.leaf_weight()),
+            ]
+        }));
+        for (name, w) in weights {
+            if let Some(w) = w.filter(|w| *w > 1000) {
+                return bad(f(&name), format!("{w} is above 1000"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_sysctl_and_names(spec: &Spec, ns: &HashSet<LinuxNamespaceType>) -> Result<()> {
     use LinuxNamespaceType as T;
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !ns.contains(&T::Uts) {
@@ -400,6 +447,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("config.json: linux.namespaces[2].type: unknown variant `foo`"), "{e}");
+    }
+
+    #[test]
+    fn absurd_resources_named() {
+        for (res, field) in [
+            (r#"{"memory":{"limit":-5}}"#, "linux.resources.memory.limit:"),
+            (r#"{"memory":{"limit":1000000,"swap":-2}}"#, "linux.resources.memory.swap:"),
+            (r#"{"cpu":{"shares":1099511627776}}"#, "linux.resources.cpu.shares:"),
+            (r#"{"cpu":{"shares":1}}"#, "linux.resources.cpu.shares:"),
+            (r#"{"cpu":{"quota":-5}}"#, "linux.resources.cpu.quota:"),
+            (r#"{"pids":{"limit":-5}}"#, "linux.resources.pids.limit:"),
+            (r#"{"blockIO":{"weight":2000}}"#, "linux.resources.blockIO.weight:"),
+            (
+                r#"{"blockIO":{"weightDevice":[{"major":8,"minor":0,"weight":1001}]}}"#,
+                "linux.resources.blockIO.weightDevice[0].weight:",
+            ),
+        ] {
+            let e = err(&format!(r#"{{"ociVersion":"1.0.0",{BASE},"linux":{{"resources":{res}}}}}"#));
+            assert!(e.starts_with(field), "{res}: {e}");
+        }
+        // What runc takes: -1 and 0 as unlimited or unset, values in range.
+        for res in [
+            r#"{"memory":{"limit":-1,"swap":-1},"cpu":{"shares":0,"quota":-1},"pids":{"limit":-1}}"#,
+            r#"{"memory":{"limit":0},"cpu":{"shares":2,"quota":0},"pids":{"limit":0},"blockIO":{"weight":1000}}"#,
+        ] {
+            let text = format!(r#"{{"ociVersion":"1.0.0",{BASE},"linux":{{"resources":{res}}}}}"#);
+            assert!(
+                check_resources(spec(&text).linux().as_ref().unwrap().resources().as_ref().unwrap()).is_ok(),
+                "{res}"
+            );
+        }
     }
 
     #[test]
