@@ -27,14 +27,6 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 1 } else { 0 };
         }
     };
-    // The verbs that put a process into a container run from a binary it cannot write
-    // (CVE-2019-5736): this re-executes tinyrt, unless it already runs from one.
-    if matches!(cli.command, Some(Command::Create(_) | Command::Run(_) | Command::Exec(_)))
-        && let Err(e) = crate::linux::exeseal::ensure_sealed()
-    {
-        eprintln!("error: protecting the runtime binary: {e}");
-        return 1;
-    }
     // Before the log file or anything else is opened: fds 3.. the container is promised.
     let preserve = match &cli.command {
         Some(Command::Create(a)) => a.c.preserve_fds,
@@ -43,6 +35,16 @@ pub fn main() -> i32 {
         _ => 0,
     };
     crate::linux::fds::reserve(3, preserve);
+    // The verbs that put a process into a container keep the binary out of its reach
+    // (CVE-2019-5736): the final execve goes through a sealed trampoline
+    // (linux/exec_stub.rs), or where none can be made, tinyrt re-executes itself from a
+    // binary nobody can write (linux/exeseal.rs).
+    if matches!(cli.command, Some(Command::Create(_) | Command::Run(_) | Command::Exec(_)))
+        && let Err(e) = crate::linux::exec_stub::prepare().or_else(|_| crate::linux::exeseal::ensure_sealed())
+    {
+        eprintln!("error: protecting the runtime binary: {e}");
+        return 1;
+    }
     log::init(cli.log.as_deref(), &cli.log_format, cli.debug);
     if cli.version {
         print!("{}", args::version_text());

@@ -63,7 +63,7 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         Some((b'0', rest)) => {
             st.status = Status::Stopped;
             dir.write_state(&st)?;
-            return Err(Error::Status(format!("starting container {id}: {}", String::from_utf8_lossy(rest))));
+            return Err(Error::Status(format!("starting container {id}: {}", exec_failure(rest))));
         }
         _ => return Err(Error::Status(format!("container {id}: its init process exited before start"))),
     }
@@ -78,4 +78,15 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The init's failure as written into the fifo: its own text, or the exec trampoline's
+/// JSON error message (linux/exec_stub.rs), written as the init would have.
+fn exec_failure(text: &[u8]) -> String {
+    match serde_json::from_slice(text) {
+        Ok(crate::process::channel::Msg::Error { what, errno }) => {
+            format!("{what}: {}", crate::linux::errno_text(nix::errno::Errno::from_raw(errno)))
+        }
+        _ => String::from_utf8_lossy(text).into_owned(),
+    }
 }

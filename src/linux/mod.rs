@@ -2,6 +2,7 @@
 //! each function does one kernel-level thing and reports failures with the errno.
 
 pub mod caps;
+pub mod exec_stub;
 pub mod exeseal;
 pub mod fds;
 pub mod fs;

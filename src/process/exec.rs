@@ -75,6 +75,7 @@ pub fn launch(cfg: &ExecConfig) -> Result<ExecLaunch, ProcessError> {
             drop(parent);
             let mut keep = vec![child.as_raw_fd()];
             keep.extend(cfg.console.as_ref().map(|c| c.as_raw_fd()));
+            keep.extend(crate::linux::exec_stub::fd());
             crate::linux::fds::close_from_except(3 + cfg.preserve_fds as i32, &keep);
             let _ = nix::sys::signal::sigprocmask(
                 nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -158,7 +159,7 @@ fn run(cfg: &ExecConfig, chan: &Channel) -> ! {
         }
         Ok(exe)
     });
-    match res.and_then(|exe| exe.exec(cfg.seccomp)) {
+    match res.and_then(|exe| exe.exec(cfg.seccomp, chan.as_raw_fd())) {
         Ok(never) => match never {},
         Err(e) => child_fail(chan, e),
     }

@@ -241,23 +241,20 @@ fn cstr(s: &str, field: &str) -> Result<CString, ProcessError> {
 }
 
 impl Exe {
-    /// Load the late seccomp filter (when noNewPrivileges is set), then execve; returns
-    /// only on failure.
-    pub(super) fn exec(&self, seccomp: Option<&Filter>) -> Result<std::convert::Infallible, ProcessError> {
+    /// Load the late seccomp filter (when noNewPrivileges is set), then execve, through the
+    /// exec trampoline when there is one (linux/exec_stub.rs): a failure of the program's
+    /// own execve is then reported on `errfd` by the trampoline. Returns only on failure.
+    pub(super) fn exec(&self, seccomp: Option<&Filter>, errfd: std::os::fd::RawFd) -> Result<std::convert::Infallible, ProcessError> {
         if let Some(f) = seccomp.filter(|_| self.late_seccomp) {
             load_seccomp(f)?;
         }
-        Err(crate::linux::SysError {
-            what: format!("process.args[0]: exec {:?}", self.path),
-            errno: self.execve(),
-        }
-        .into())
-    }
-
-    fn execve(&self) -> nix::errno::Errno {
         let argv: Vec<&std::ffi::CStr> = self.argv.iter().map(|c| c.as_c_str()).collect();
         let envp: Vec<&std::ffi::CStr> = self.envp.iter().map(|c| c.as_c_str()).collect();
-        nix::unistd::execve(&self.path, &argv, &envp).unwrap_err()
+        Err(crate::linux::SysError {
+            what: format!("process.args[0]: exec {:?}", self.path),
+            errno: crate::linux::exec_stub::execve(errfd, &self.path, &argv, &envp),
+        }
+        .into())
     }
 
     fn resolve(p: &Process) -> Result<Exe, ProcessError> {
@@ -347,7 +344,7 @@ fn wait_and_exec(cfg: &InitConfig, exe: Exe, state: &str) -> ! {
             unsafe { libc::_exit(1) }
         }
     }
-    let Err(err) = exe.exec(cfg.seccomp.as_ref());
+    let Err(err) = exe.exec(cfg.seccomp.as_ref(), w.as_raw_fd());
     let _ = write!(w, "{err}");
     unsafe { libc::_exit(127) }
 }

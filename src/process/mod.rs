@@ -103,10 +103,11 @@ pub fn launch(cfg: &InitConfig) -> Result<Launch, ProcessError> {
 }
 
 /// The fds a container's first process keeps from its parent: the channel, the fifo, the
-/// console, and the --preserve-fds range (3..3+N).
+/// console, the exec trampoline, and the --preserve-fds range (3..3+N).
 fn close_inherited(cfg: &InitConfig, chan: &Channel) {
     let mut keep = vec![chan.as_raw_fd(), cfg.fifo.as_raw_fd()];
     keep.extend(cfg.console.as_ref().map(|c| c.as_raw_fd()));
+    keep.extend(crate::linux::exec_stub::fd());
     crate::linux::fds::close_from_except(3 + cfg.preserve_fds as i32, &keep);
 }
 
