@@ -29,7 +29,10 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
             _ => return Err(format!("invalid duration {s:?}")),
         };
         rest = &rest[u_end..];
-        total += Duration::from_secs_f64(n * unit);
+        let part = Duration::try_from_secs_f64(n * unit).map_err(|_| format!("invalid duration {s:?}: out of range"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("invalid duration {s:?}: out of range"))?;
     }
     Ok(total)
 }
@@ -82,5 +85,8 @@ mod tests {
         assert_eq!(parse_duration("2m30s"), Ok(Duration::from_secs(150)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("").is_err());
+        // Found by the cli_values fuzzer: Duration::from_secs_f64 panicked past u64::MAX seconds.
+        assert!(parse_duration("0328888888888888888888888888h45m704").is_err());
+        assert!(parse_duration("18446744073709549568s18446744073709549568s").is_err());
     }
 }

@@ -22,32 +22,35 @@ pub fn parse_signal(s: &str) -> std::result::Result<i32, String> {
         return Ok(sig as i32);
     }
     if let Some(rest) = name.strip_prefix("SIGRTMIN") {
-        let off: i32 = if rest.is_empty() {
-            0
-        } else {
-            rest.strip_prefix('+')
-                .and_then(|r| r.parse().ok())
-                .ok_or(format!("unknown signal {s:?}"))?
-        };
-        let n = libc::SIGRTMIN() + off;
-        if n <= libc::SIGRTMAX() {
+        let off = rt_offset(rest, '+').ok_or(format!("unknown signal {s:?}"))?;
+        if let Some(n) = libc::SIGRTMIN().checked_add(off)
+            && n <= libc::SIGRTMAX()
+        {
             return Ok(n);
         }
     }
     if let Some(rest) = name.strip_prefix("SIGRTMAX") {
-        let off: i32 = if rest.is_empty() {
-            0
-        } else {
-            rest.strip_prefix('-')
-                .and_then(|r| r.parse().ok())
-                .ok_or(format!("unknown signal {s:?}"))?
-        };
-        let n = libc::SIGRTMAX() - off;
-        if n >= libc::SIGRTMIN() {
+        let off = rt_offset(rest, '-').ok_or(format!("unknown signal {s:?}"))?;
+        if let Some(n) = libc::SIGRTMAX().checked_sub(off)
+            && n >= libc::SIGRTMIN()
+        {
             return Ok(n);
         }
     }
     Err(format!("unknown signal {s:?}"))
+}
+
+/// The n of "RTMIN+n" / "RTMAX-n": empty is 0, else `sign` and decimal digits only (so
+/// "RTMIN+-5" and "RTMAX--5" cannot name a signal outside the real-time range).
+fn rt_offset(rest: &str, sign: char) -> Option<i32> {
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let digits = rest.strip_prefix(sign)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 pub fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<()> {
@@ -132,5 +135,15 @@ mod tests {
         assert!(parse_signal("FOO").is_err());
         assert!(parse_signal("0").is_err());
         assert!(parse_signal("99").is_err());
+        assert_eq!(parse_signal("RTMAX-1"), Ok(libc::SIGRTMAX() - 1));
+        assert_eq!(parse_signal("SIGRTMAX"), Ok(libc::SIGRTMAX()));
+        // Found by the cli_values fuzzer: these overflowed i32 (a panic in debug builds).
+        assert!(parse_signal("RTMIN+2147483647").is_err());
+        assert!(parse_signal("RTMAX--2147483647").is_err());
+        // ... and these named signals outside the real-time range.
+        assert!(parse_signal("RTMIN+-5").is_err());
+        assert!(parse_signal("RTMAX--5").is_err());
+        assert!(parse_signal("RTMIN++1").is_err());
+        assert!(parse_signal("RTMAX-99").is_err());
     }
 }

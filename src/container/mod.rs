@@ -6,6 +6,8 @@ mod create;
 mod delete;
 mod events;
 mod exec;
+#[cfg(test)]
+mod fuzz_corpus;
 mod kill;
 mod list;
 mod pause;

@@ -38,10 +38,12 @@ pub fn parse_size(s: &str) -> std::result::Result<i64, String> {
         _ => (lower.trim_end_matches('b'), 1),
     };
     let n: f64 = num.trim().parse().map_err(|_| format!("invalid size {s:?}"))?;
-    if n < 0.0 {
+    // "nan" and "inf" parse as f64; `as i64` would quietly make them 0 and i64::MAX.
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || n < 0.0 || bytes >= i64::MAX as f64 {
         return Err(format!("invalid size {s:?}"));
     }
-    Ok((n * mult as f64) as i64)
+    Ok(bytes as i64)
 }
 
 fn from_flags(f: &UpdateFlags) -> Result<LinuxResources> {
@@ -135,6 +137,9 @@ mod tests {
         assert_eq!(parse_size("-1"), Ok(-1));
         assert!(parse_size("x").is_err());
         assert!(parse_size("-5").is_err());
+        assert!(parse_size("nan").is_err());
+        assert!(parse_size("inf").is_err());
+        assert!(parse_size("1e30t").is_err());
     }
 
     #[test]

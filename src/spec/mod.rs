@@ -3,6 +3,8 @@
 
 mod default;
 mod features;
+#[cfg(test)]
+mod fuzz_corpus;
 mod validate;
 
 pub use default::default_spec;
