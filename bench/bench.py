@@ -196,6 +196,41 @@ def tweak_memory(c):
     c["linux"].setdefault("resources", {})["memory"] = {"limit": 256 << 20}
 
 
+# Docker's default seccomp profile, as podman's containers-common ships it (the same profile
+# family, in Docker's JSON format); converted the way the engines do for a container with the
+# bundle's capabilities on x86_64.
+DEFAULT_PROFILE = "/usr/share/containers/seccomp.json"
+
+
+def docker_default_seccomp(caps):
+    with open(DEFAULT_PROFILE) as f:
+        prof = json.load(f)
+    arches = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    rules = []
+    for s in prof["syscalls"]:
+        inc, exc = s.get("includes") or {}, s.get("excludes") or {}
+        if inc.get("arches") and "amd64" not in inc["arches"]:
+            continue
+        if exc.get("arches") and "amd64" in exc["arches"]:
+            continue
+        if inc.get("caps") and not all(c in caps for c in inc["caps"]):
+            continue
+        if exc.get("caps") and any(c in caps for c in exc["caps"]):
+            continue
+        r = {"names": s["names"], "action": s["action"]}
+        if s.get("args"):
+            r["args"] = [{k: a[k] for k in ("index", "value", "valueTwo", "op")} for a in s["args"]]
+        if "errnoRet" in s:
+            r["errnoRet"] = s["errnoRet"]
+        rules.append(r)
+    return {"defaultAction": prof["defaultAction"], "defaultErrnoRet": prof.get("defaultErrnoRet", 1),
+            "architectures": arches, "syscalls": rules}
+
+
+def tweak_seccomp(c):
+    c["linux"]["seccomp"] = docker_default_seccomp(set(c["process"]["capabilities"]["bounding"]))
+
+
 def tweak_sleep(c):
     c["process"]["args"] = ["sleep", "3600"]
 
@@ -234,6 +269,7 @@ def main():
             "default": make_template(work, "default", rootfs, tinyrt, tweak_default),
             "allns": make_template(work, "allns", rootfs, tinyrt, tweak_allns),
             "memory": make_template(work, "memory", rootfs, tinyrt, tweak_memory),
+            **({"seccomp": make_template(work, "seccomp", rootfs, tinyrt, tweak_seccomp)} if os.path.exists(DEFAULT_PROFILE) else {}),
             "sleep": make_template(work, "sleep", rootfs, tinyrt, tweak_sleep),
         }
         bundle = Bundles(work, templates, cgroup_base)
@@ -248,7 +284,7 @@ def main():
                 R = [path, "--root", roots[name]]
                 n += 1
                 cid = f"b{n}"
-                for variant in ("default", "allns", "memory"):
+                for variant in [v for v in ("default", "allns", "memory", "seccomp") if v in templates]:
                     ms, _ = timed(R + ["run", "--bundle", bundle(variant, cid + variant), cid + variant])
                     rec(f"run /bin/true ({variant})", name, ms)
                 ms, _ = timed(R + ["create", "--bundle", bundle("default", cid), cid])
