@@ -196,7 +196,6 @@ pub fn reaper_main(report: &str) -> ! {
         .args(&args[1..])
         .env_remove("TINYRT_FAULT_REAPER")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .spawn()
         .expect("starting the runtime");
     let pid = Pid::from_raw(child.id() as i32);
@@ -260,7 +259,8 @@ impl<'a> Faults<'a> {
             .unwrap_or_default()
     }
 
-    /// Start `runtime --root R args...` under a reaper; its stderr goes to `err`.
+    /// Start `runtime --root R args...` under a reaper; its stderr goes to `err`, its stdout
+    /// beside it (`.out`).
     fn spawn(&self, args: &[&str], err: &Path) -> Reaped {
         self.n.set(self.n.get() + 1);
         let report = self.env.dir.join(format!("reaper{}", self.n.get()));
@@ -271,7 +271,7 @@ impl<'a> Faults<'a> {
             .arg(&self.env.root)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(err.with_extension("out")).unwrap())
             .stderr(std::fs::File::create(err).unwrap())
             .spawn()
             .expect("spawning the reaper");
@@ -375,6 +375,19 @@ impl<'a> Faults<'a> {
                 }
             }
             reapers.push(verb);
+            // A container the kill left half-made is listed, so an engine can delete it.
+            if self.strict && self.env.root.join(&id).exists() {
+                let (ok, err, r) = self.rt(&["list", "--format", "json"]);
+                reapers.push(r);
+                let listed = read(&self.env.dir.join(format!("cmd{}.out", self.n.get())));
+                assert!(ok, "{}: iteration {i}: list failed: {err}", case.name);
+                let rows: Vec<Value> = serde_json::from_str(&listed).unwrap_or_else(|e| panic!("list output ({e}): {listed}"));
+                assert!(
+                    rows.iter().any(|r| r["id"] == id.as_str()),
+                    "{}: iteration {i}: {id} (its state dir exists) is not listed: {listed}",
+                    case.name
+                );
+            }
             let (ok, err, del) = self.rt(&["delete", "--force", &id]);
             reapers.push(del);
             if !ok && !err.contains("does not exist") && !err.contains("not exist") {
