@@ -42,6 +42,10 @@ pub(super) fn wants_terminal(bundle: &Bundle) -> bool {
 /// Create from a loaded bundle, optionally with the console already connected (`run`
 /// relays the terminal itself).
 pub(super) fn create_loaded(store: &Store, o: &CreateOpts, bundle: &Bundle, console: Option<OwnedFd>) -> Result<i32> {
+    if let Some(p) = bundle.spec.process() {
+        crate::linux::exec_stub::labelled(p.apparmor_profile().as_deref(), p.selinux_label().as_deref())
+            .map_err(|e| Error::Usage(format!("protecting the runtime binary: {e}")))?;
+    }
     let console = match console {
         Some(c) => Some(c),
         None => connect_console(bundle, o)?,

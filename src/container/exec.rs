@@ -138,6 +138,8 @@ pub fn exec(store: &Store, o: &ExecOpts) -> Result<i32> {
     let saved = super::delete::saved_exec_parts(store, &o.id);
     let process = build_process(o, saved.process.as_ref())?;
     check_process(&process)?;
+    crate::linux::exec_stub::labelled(process.apparmor_profile().as_deref(), process.selinux_label().as_deref())
+        .map_err(|e| Error::Usage(format!("protecting the runtime binary: {e}")))?;
     let terminal = process.terminal().unwrap_or(false);
     let (console, relay_end) = match (&o.console_socket, terminal) {
         (Some(path), true) => {

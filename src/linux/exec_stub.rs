@@ -25,6 +25,9 @@ const STUB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exec_stub"));
 
 static SEALED_STUB: OnceLock<OwnedFd> = OnceLock::new();
 
+/// Set when the process gets an LSM label at its exec: no trampoline then (see [`labelled`]).
+static NOT_UNDER_LABEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Put the stub into a sealed, read-only memfd, for the final execve of this process's
 /// children. Called once, in the parent, before the container's processes are made.
 pub fn prepare() -> Result<(), String> {
@@ -65,11 +68,27 @@ pub fn fd() -> Option<RawFd> {
     SEALED_STUB.get().map(|f| f.as_raw_fd())
 }
 
+/// The container's process gets an AppArmor profile or SELinux label at its exec: the
+/// trampoline would run under it, and a policy may forbid executing a memfd (runc's dmz
+/// binary ran into that). Then tinyrt re-executes itself from a sealed binary instead
+/// (linux/exeseal.rs), and the process execs its program directly. To be called before the
+/// verb makes anything: the re-exec starts the command over.
+pub fn labelled(apparmor: Option<&str>, selinux: Option<&str>) -> Result<(), String> {
+    if apparmor.is_none_or(str::is_empty) && selinux.is_none_or(str::is_empty) {
+        return Ok(());
+    }
+    NOT_UNDER_LABEL.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::linux::exeseal::ensure_sealed()
+}
+
 /// Execute `path` through the trampoline when there is one, else directly. `errfd` is the
 /// runtime's end for an execve failure; it is closed once the program runs. Returns only on
 /// failure (the trampoline's own exec failing, e.g. a seccomp filter refusing it).
 pub fn execve(errfd: RawFd, path: &CStr, argv: &[&CStr], envp: &[&CStr]) -> Errno {
-    let Some(stub) = SEALED_STUB.get() else {
+    let stub = SEALED_STUB
+        .get()
+        .filter(|_| !NOT_UNDER_LABEL.load(std::sync::atomic::Ordering::Relaxed));
+    let Some(stub) = stub else {
         return nix::unistd::execve(path, argv, envp).unwrap_err();
     };
     let fdnum = CString::new(errfd.to_string()).expect("digits");
@@ -91,6 +110,14 @@ pub fn execve(errfd: RawFd, path: &CStr, argv: &[&CStr], envp: &[&CStr]) -> Errn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No label (or empty ones): the trampoline stays in use, and nothing is re-executed.
+    #[test]
+    fn unlabelled_keeps_the_trampoline() {
+        labelled(None, None).unwrap();
+        labelled(Some(""), Some("")).unwrap();
+        assert!(!NOT_UNDER_LABEL.load(std::sync::atomic::Ordering::Relaxed));
+    }
 
     /// The stub runs a program, closes the error fd on success, and reports a failed execve
     /// as the channel's JSON error; its memfd cannot be written.
