@@ -16,6 +16,12 @@
 //! the leak counts of runc and crun beside tinyrt's were measured.
 
 use crate::harness::*;
+use crate::support::fault_seed::{Rng, seed};
+
+/// Kills per case unless TINYRT_FAULT_ITERS says otherwise.
+fn iterations() -> usize {
+    crate::support::fault_seed::iterations(40)
+}
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -23,29 +29,6 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// xorshift64*: small, seedable, good enough to spread kill instants.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("TINYRT_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x7e57_5eed)
-}
-
-fn iterations() -> usize {
-    std::env::var("TINYRT_FAULT_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(40)
-}
 
 /// The runtime under test, and whether it is tinyrt (leftovers fail the test) or another
 /// runtime being measured (leftovers are counted).
@@ -213,14 +196,14 @@ pub fn reaper_main(report: &str) -> ! {
     std::process::exit(0)
 }
 
+/// Our own cgroup in the memory hierarchy (where tinyrt would put a relative path's parent).
 fn own_memory_cgroup() -> String {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    own.lines()
-        .find_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-            ctrls.split(',').any(|c| c == "memory").then(|| path.to_string())
-        })
+    let leaves = tinyrt::cgroups::resolve(None, "x", false).map(|c| c.leaves).unwrap_or_default();
+    tinyrt::cgroups::hierarchies()
+        .into_iter()
+        .zip(leaves)
+        .find(|(h, _)| h.controllers.split(',').any(|c| c == "memory"))
+        .and_then(|(h, leaf)| Some(format!("/{}", leaf.parent()?.strip_prefix(&h.mountpoint).ok()?.display())))
         .unwrap_or_else(|| "/".into())
 }
 
@@ -323,7 +306,7 @@ impl<'a> Faults<'a> {
             // Whatever happens (a failed assertion included), this iteration's leftovers go.
             let _guard = Cleanup(self, &id, &bundle);
             let mut reapers: Vec<Reaped> = self.prepare(&id, &bundle, case.before).into_iter().collect();
-            let delay = Duration::from_micros(rng.next() % case.max_delay_us.max(1));
+            let delay = rng.delay(case.max_delay_us);
             let args: Vec<String> = case
                 .verb
                 .iter()

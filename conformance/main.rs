@@ -19,6 +19,7 @@ mod lifecycle;
 mod process;
 mod runtime;
 mod support {
+    pub mod fault_seed;
     pub mod procs;
 }
 

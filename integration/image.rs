@@ -4,6 +4,8 @@
 //! with tinyrt, whose `create` mounts the overlay rootfs and whose `delete` unmounts it.
 //! Needs root, overlayfs and busybox-static.
 
+#[path = "../conformance/support/fault_seed.rs"]
+mod fault_seed;
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -761,17 +763,9 @@ fn killed_mid_verb_leaves_no_overlay() {
     let config = config_json(&[sha(&l0), sha(&l1)], &["sleep", "3600"]);
     docker_archive(&t.p("img.tar"), "faults:1", &config, &[l0, l1]);
     tinyrt(&t, &["import", "-q", t.p("img.tar").to_str().unwrap()]);
-    let iters: u64 = std::env::var("TINYRT_FAULT_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let mut x: u64 = std::env::var("TINYRT_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x7e57_5eed);
-    let mut rand = move |max_us: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        std::time::Duration::from_micros(x % max_us)
-    };
+    let iters = fault_seed::iterations(20);
+    let mut rng = fault_seed::Rng(fault_seed::seed());
+    let mut rand = |max_us: u64| rng.delay(max_us);
     let (mut cut_create, mut cut_delete) = (0, 0);
     for i in 0..iters {
         let id = format!("k{i}");

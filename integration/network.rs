@@ -7,6 +7,8 @@
 //!
 //! Run with `cargo test --test network` (as root; skipped otherwise or without nft/busybox).
 
+#[path = "../conformance/support/fault_seed.rs"]
+mod fault_seed;
 #[path = "../conformance/support/procs.rs"]
 mod procs;
 
@@ -724,17 +726,9 @@ fn faults() -> R {
 /// chain is left. Seeded by TINYRT_FAULT_SEED; TINYRT_FAULT_ITERS iterations (default 20).
 fn killed_mid_verb() -> R {
     let mut net = Net::new(6);
-    let iters: u64 = std::env::var("TINYRT_FAULT_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let mut x: u64 = std::env::var("TINYRT_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x7e57_5eed);
-    let mut rand = move |max_us: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        Duration::from_micros(x % max_us)
-    };
+    let iters = fault_seed::iterations(20);
+    let mut rng = fault_seed::Rng(fault_seed::seed());
+    let mut rand = |max_us: u64| rng.delay(max_us);
     let (keep, keep_ip) = net.web("keep", |_| {})?;
     let mut ids = vec![keep.clone()];
     let (mut cut_create, mut cut_delete) = (0, 0);

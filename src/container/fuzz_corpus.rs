@@ -3,22 +3,10 @@
 //! duration and size parsers. Errors are expected; a panic fails the test and names the file.
 
 use super::{parse_duration, parse_signal, parse_size};
-use std::path::Path;
 
 #[test]
 fn fuzz_cli_value_inputs_do_not_panic() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    for d in ["fuzz/corpus/cli_values", "fuzz/regressions/cli_values"] {
-        let dir = root.join(d);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            // regressions/<target>/ exists only once that target has found a crash.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && d.starts_with("fuzz/regressions") => continue,
-            Err(e) => panic!("{}: {e}", dir.display()),
-        };
-        files.extend(entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()));
-    }
+    let files = crate::spec::fuzz_corpus::inputs(&["fuzz/corpus/cli_values", "fuzz/regressions/cli_values"]);
     assert!(!files.is_empty(), "no fuzz inputs found");
     for f in &files {
         // The fuzz target takes `&str`: libFuzzer skips inputs that are not UTF-8.

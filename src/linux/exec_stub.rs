@@ -18,7 +18,7 @@
 
 use nix::errno::Errno;
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 const STUB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/exec_stub"));
@@ -34,31 +34,9 @@ pub fn prepare() -> Result<(), String> {
     if STUB.is_empty() {
         return Err("no exec trampoline for this architecture".into());
     }
-    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    // MFD_EXEC (Linux 6.3): executable even where vm.memfd_noexec makes memfds noexec.
-    let mut fd = unsafe { libc::memfd_create(c"tinyrt-exec".as_ptr(), flags | 0x10) };
-    if fd < 0 && Errno::last() == Errno::EINVAL {
-        fd = unsafe { libc::memfd_create(c"tinyrt-exec".as_ptr(), flags) };
-    }
-    if fd < 0 {
-        return Err(format!("memfd_create: {}", Errno::last()));
-    }
-    let rw = unsafe { OwnedFd::from_raw_fd(fd) };
-    let n = nix::unistd::write(&rw, STUB).map_err(|e| format!("writing the exec trampoline: {e}"))?;
-    if n != STUB.len() {
-        return Err("short write of the exec trampoline".into());
-    }
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    if unsafe { libc::fcntl(rw.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-        return Err(format!("sealing the exec trampoline: {}", Errno::last()));
-    }
-    // Executed through a read-only fd: an open writable one would make execve fail (ETXTBSY).
-    let ro = nix::fcntl::open(
-        format!("/proc/self/fd/{}", rw.as_raw_fd()).as_str(),
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("reopening the exec trampoline: {e}"))?;
+    let ro = crate::linux::exeseal::sealed_memfd(c"tinyrt-exec", |f| {
+        std::io::Write::write_all(f, STUB).map_err(|e| format!("writing the exec trampoline: {e}"))
+    })?;
     let _ = SEALED_STUB.set(ro);
     Ok(())
 }

@@ -143,27 +143,36 @@ fn overlay_view() -> Result<OwnedFd, String> {
 
 /// A copy of the binary in a memfd sealed against any write, shrink or growth.
 pub fn memfd_copy() -> Result<OwnedFd, String> {
+    let mut src = std::fs::File::open("/proc/self/exe").map_err(|e| format!("open /proc/self/exe: {e}"))?;
+    sealed_memfd(c"tinyrt-sealed-exe", |copy| {
+        std::io::copy(&mut src, copy)
+            .map(drop)
+            .map_err(|e| format!("copying the binary into a memfd: {e}"))
+    })
+}
+
+/// An executable memfd named `name`, filled by `fill`, then sealed against any write, shrink
+/// or growth, and returned as a read-only fd (an open writable one would make execve fail
+/// with ETXTBSY). Also what the exec trampoline (linux/exec_stub.rs) runs from.
+pub(crate) fn sealed_memfd(name: &std::ffi::CStr, fill: impl FnOnce(&mut std::fs::File) -> Result<(), String>) -> Result<OwnedFd, String> {
     let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    let mut fd = unsafe { libc::memfd_create(c"tinyrt-sealed-exe".as_ptr(), flags | libc::MFD_EXEC) };
+    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), flags | libc::MFD_EXEC) };
     if fd < 0 && Errno::last() == Errno::EINVAL {
         // Before Linux 6.3, no MFD_EXEC (and a memfd is always executable).
-        fd = unsafe { libc::memfd_create(c"tinyrt-sealed-exe".as_ptr(), flags) };
+        fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     }
-    let mut copy = std::fs::File::from(fd_or(fd as libc::c_long, "memfd_create")?);
-    let mut src = std::fs::File::open("/proc/self/exe").map_err(|e| format!("open /proc/self/exe: {e}"))?;
-    std::io::copy(&mut src, &mut copy).map_err(|e| format!("copying the binary into a memfd: {e}"))?;
+    let mut file = std::fs::File::from(fd_or(fd as libc::c_long, "memfd_create")?);
+    fill(&mut file)?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
         return Err(format!("sealing the memfd: {}", Errno::last()));
     }
-    // Executed through a read-only fd: one open for writing would make execve fail (ETXTBSY).
-    let ro = nix::fcntl::open(
-        format!("/proc/self/fd/{}", copy.as_raw_fd()).as_str(),
+    nix::fcntl::open(
+        format!("/proc/self/fd/{}", file.as_raw_fd()).as_str(),
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| format!("reopening the memfd: {e}"))?;
-    Ok(ro)
+    .map_err(|e| format!("reopening the memfd: {e}"))
 }
 
 fn reexec(exe: &OwnedFd) -> Result<(), String> {

@@ -7,7 +7,8 @@ use super::{parse_json, validate};
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};
 
-fn inputs(dirs: &[&str]) -> Vec<PathBuf> {
+/// Every file under `dirs` (relative to the crate; a missing regressions dir is skipped).
+pub(crate) fn inputs(dirs: &[&str]) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     for d in dirs {

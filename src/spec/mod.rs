@@ -4,7 +4,7 @@
 mod default;
 mod features;
 #[cfg(test)]
-mod fuzz_corpus;
+pub(crate) mod fuzz_corpus;
 mod validate;
 
 pub use default::default_spec;
